@@ -1,0 +1,73 @@
+"""The backend interface: a model that continues token sequences.
+
+A backend owns nothing about the TESSY loop. The engine keeps each sample's token ids (the
+truth); a backend is asked to continue a sequence it may have seen before (`seq_id`) and may
+keep a cache for it (a KV cache in process, a prefix cache on a server). Promises:
+
+- `generate` returns at most `max_new_tokens` new token ids, exactly as the model sampled
+  them (never re-tokenized), with their decoded text and why generation stopped;
+- a stop token, when hit, is the last id returned and `finish_reason` is "stop";
+- `rollback(seq_id, length)` drops any cached state past `length` tokens, so the next call
+  costs only the tokens after the kept prefix; `release(seq_id)` forgets the sequence.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How tokens are drawn. `seed` makes a sample's draws reproducible."""
+
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 0  # 0 disables top-k
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+@dataclass
+class Generation:
+    """New tokens from one `generate` call."""
+
+    token_ids: list[int]
+    text: str
+    finish_reason: str  # "length": hit max_new_tokens; "stop": a stop token was sampled
+    seconds: float = 0.0
+
+
+class Backend(ABC):
+    """A causal LM behind a small async interface (see the module docstring)."""
+
+    #: Name of the model, for records.
+    model_name: str
+    #: A Hugging Face tokenizer for this model (used to decode, and to tokenize handed-over text).
+    tokenizer: Any
+    #: Longest sequence (prompt + response) the model accepts, in its own tokens.
+    max_context: int
+
+    @abstractmethod
+    async def generate(
+        self,
+        seq_id: str,
+        context_ids: list[int],
+        max_new_tokens: int,
+        sampling: SamplingParams,
+        stop_token_ids: frozenset[int] = frozenset(),
+    ) -> Generation:
+        """Continue `context_ids` by at most `max_new_tokens` tokens."""
+
+    def rollback(self, seq_id: str, length: int) -> None:
+        """Forget cached state past the first `length` tokens of `seq_id` (no-op by default)."""
+
+    def release(self, seq_id: str) -> None:
+        """Forget everything cached for `seq_id` (no-op by default)."""
+
+    async def aclose(self) -> None:
+        """Free resources held by the backend."""

@@ -1,0 +1,55 @@
+"""The boundary-predictor interface: where must a freshly generated span be cut?
+
+A predictor labels every token of a new span as style (tone, hesitation, transition,
+narration) or capability (the reasoning itself), given the text that precedes the span.
+Every token gets a verdict, the first one included. The cut follows from the labels and the
+role of the model that wrote the span (paper §2.2, Eq. 5):
+
+- a teacher span keeps its capability tokens and is cut before its first style token;
+- a student span keeps its style tokens and is cut before its first capability token.
+
+Implementations may batch: `label` is awaited concurrently by many samples, and a predictor is
+free to gather the waiting queries and label them together.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SpanQuery:
+    """A new span to label: `pieces[i]` is the decoded text of its i-th token, in the
+    tokenization of the model that generated it; `context` is the response text before it."""
+
+    context: str
+    pieces: tuple[str, ...]
+
+
+class BoundaryPredictor(ABC):
+    """Labels tokens of a span as style (True) or capability (False)."""
+
+    name: str = "predictor"
+
+    @abstractmethod
+    async def label(self, query: SpanQuery) -> list[bool]:
+        """Return one `is_style` verdict per piece of `query`."""
+
+    async def aclose(self) -> None:
+        """Free resources (threads, models)."""
+
+
+def cut_index(role: str, is_style: list[bool]) -> int | None:
+    """Index of the first token the span must drop, or None when the whole span is kept.
+
+    Teacher spans stop before their first style token; student spans before their first
+    capability token.
+    """
+    if role not in ("teacher", "student"):
+        raise ValueError(f"role must be 'teacher' or 'student', not {role!r}")
+    wanted_style = role == "student"
+    for index, style in enumerate(is_style):
+        if style != wanted_style:
+            return index
+    return None
