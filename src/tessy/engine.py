@@ -102,6 +102,7 @@ class SampleState:
     discarded: int = 0
     generate_s: dict[str, float] = field(default_factory=lambda: {STUDENT: 0.0, TEACHER: 0.0})
     predict_s: float = 0.0
+    trace: list[dict[str, Any]] | None = None  # per-step verdicts, when the engine traces
 
     @property
     def response_tokens(self) -> int:
@@ -121,6 +122,7 @@ class SampleResult:
     generated: int
     discarded: int
     steps: int
+    trace: list[dict[str, Any]] | None = None
 
 
 class PromptTooLong(ValueError):
@@ -135,8 +137,10 @@ def sample_seed(base_seed: int, sample_id: str, role: str) -> int:
 class Engine:
     """Runs Algorithm 1 for one sample at a time; many samples may run concurrently."""
 
-    def __init__(self, student: Party, teacher: Party, limits: Limits | None = None, seed: int = 0):
+    def __init__(self, student: Party, teacher: Party, limits: Limits | None = None, seed: int = 0,
+                 trace: bool = False):
         self.parties = {STUDENT: student, TEACHER: teacher}
+        self.trace = trace  # keep every step's pieces, verdicts and cut (for tests and debugging)
         self.limits = limits or Limits()
         self.seed = seed
         # Same vocabulary: spans pass as ids and cuts need no word back-off.
@@ -160,7 +164,7 @@ class Engine:
 
     async def run(self, sample_id: str, messages: list[dict[str, str]]) -> SampleResult:
         started = time.perf_counter()
-        state = SampleState(sample_id=sample_id, ids=self.prompt_ids(messages))
+        state = SampleState(sample_id=sample_id, ids=self.prompt_ids(messages), trace=[] if self.trace else None)
         try:
             finish = await self._alternate(state)
             if finish == "thinking_done":
@@ -182,7 +186,64 @@ class Engine:
             generated=state.generated,
             discarded=state.discarded,
             steps=state.steps,
+            trace=state.trace,
         )
+
+    async def run_single(self, sample_id: str, messages: list[dict[str, str]], role: str) -> SampleResult:
+        """One model writes the whole response (the teacher-only / student-only baselines),
+        recorded in the same schema and in the student's format."""
+        started = time.perf_counter()
+        state = SampleState(sample_id=sample_id, ids=self.prompt_ids(messages), turn=role)
+        party = self.parties[role]
+        own_ids: list[int] = []
+        pieces: list[str] = []
+        finish = "length"
+        try:
+            while len(own_ids) < self.limits.max_tokens:
+                context = state.ids[role] + own_ids
+                n = min(self.limits.answer_chunk, self.limits.max_tokens - len(own_ids),
+                        party.backend.max_context - len(context))
+                if n <= 0:
+                    finish = "context"
+                    break
+                generation = await self._generate(state, party, context, n)
+                new_ids = list(generation.token_ids)
+                stopped = generation.finish_reason == "stop" and bool(new_ids) and new_ids[-1] in party.stop_ids()
+                if stopped:
+                    new_ids = new_ids[:-1]
+                pieces += piece_texts(party.tokenizer, new_ids, prefix_ids=context)
+                own_ids += new_ids
+                text = "".join(pieces)
+                if not self.has_thinking and any(stop in text for stop in party.format.stop_strings):
+                    finish = "stop"
+                    break
+                if stopped:
+                    finish = "stop"
+                    break
+                if tail_repetition(text):
+                    finish = "repetition"
+                    break
+        finally:
+            party.backend.release(self._seq_id(state, role))
+        text = "".join(pieces)
+        if not self.has_thinking:
+            cut = min([text.find(s) for s in party.format.stop_strings if s in text], default=len(text))
+            sections = [("response", text[:cut])]
+        else:
+            split = party.format.split_thinking(text)
+            sections = [("thinking", split[0]), ("answer", split[1])] if split else [("thinking", text)]
+        for section, section_text in sections:
+            own = len(party.tokenizer.encode(section_text, add_special_tokens=False)) if section_text else 0
+            student_tokens = own if role == STUDENT or self.shared_vocab else len(
+                self.parties[STUDENT].tokenizer.encode(section_text, add_special_tokens=False))
+            if section_text:
+                state.spans.append(Span(role, section, section_text, student_tokens, own, own, 0))
+        thinking = "".join(s.text for s in state.spans if s.section != "answer")
+        answer = "".join(s.text for s in state.spans if s.section == "answer")
+        content = self.parties[STUDENT].format.assistant_content(thinking, answer)
+        return SampleResult(sample_id, list(messages), content, state.spans, finish,
+                            time.perf_counter() - started, state.generate_s, 0.0,
+                            state.generated, state.generated - len(own_ids), state.steps)
 
     # -- the alternating loop (Algorithm 1, lines 7-20) ---------------------------------------
 
@@ -230,6 +291,9 @@ class Engine:
                     keep = back_off_to_word_boundary(all_pieces, keep)
                 if keep == 0 and state.empty_handovers >= MAX_EMPTY_HANDOVERS:
                     keep, forced = first_word_boundary_after(all_pieces, 0), True
+            if state.trace is not None:
+                state.trace.append({"role": state.turn, "span_start": len(span_pieces), "pieces": pieces[:usable],
+                                    "labels": labels, "cut": cut, "keep": keep, "forced": forced, "ended": ended})
             self._close_span(state, section, all_ids[:keep], all_pieces[:keep], span_generated, forced)
             span_ids, span_pieces, span_generated = [], [], 0
             if self._repeats(state):
@@ -332,7 +396,9 @@ class Engine:
     async def _write_answer(self, state: SampleState) -> str:
         student = self.parties[STUDENT]
         state.turn = STUDENT
-        opener = student.tokenizer.encode(student.format.answer_opener, add_special_tokens=False)
+        # The student's own end-of-thinking syntax, minus any newline the thinking already ends with.
+        opener_text = student.format.answer_opener_after(state.thinking)
+        opener = student.tokenizer.encode(opener_text, add_special_tokens=False)
         state.ids[STUDENT] = state.ids[STUDENT] + opener
         answer_ids: list[int] = []
         answer_pieces: list[str] = []

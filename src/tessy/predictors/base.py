@@ -53,3 +53,30 @@ def cut_index(role: str, is_style: list[bool]) -> int | None:
         if style != wanted_style:
             return index
     return None
+
+
+def piece_bounds(pieces: tuple[str, ...] | list[str], offset: int = 0) -> list[tuple[int, int]]:
+    """Character range `[start, end)` of each piece in `"".join(pieces)`, shifted by `offset`.
+
+    Pieces are decoded one token at a time, so a character split across tokens decodes as
+    U+FFFD in each; predictors work on the joined pieces, never on a re-decoded text.
+    """
+    bounds = []
+    pos = offset
+    for piece in pieces:
+        bounds.append((pos, pos + len(piece)))
+        pos += len(piece)
+    return bounds
+
+
+def fill_whitespace_verdicts(verdicts: list[bool | None]) -> list[bool]:
+    """Give whitespace-only pieces (verdict None) a label: that of the preceding piece of the
+    span; for leading whitespace, that of the first non-whitespace piece; for an all-whitespace
+    span, capability (False)."""
+    first = next((v for v in verdicts if v is not None), False)
+    filled: list[bool] = []
+    previous = first
+    for verdict in verdicts:
+        previous = previous if verdict is None else verdict
+        filled.append(previous)
+    return filled

@@ -1,0 +1,99 @@
+"""Benchmark: TESSY vs teacher-only vs student-only generation on the same backend and prompts.
+
+Each method runs in its own process (so peak memory is its own) on the same HumanEval prompts
+with the CPU demo pair, and reports:
+
+- kept tokens/s: response tokens (student tokenizer) written to records per second of wall time;
+- generated per kept: tokens the models generated per token kept (TESSY's roll-back cost);
+- predictor share: time spent in boundary predictors / wall time;
+- peak RSS of the process.
+
+Run on purpose (not a test): `python bench/bench_synthesize.py [--prompts 8 --max-tokens 128]`.
+Prints a table and writes bench/results/synthesize.json. Quote ratios from one run; absolute
+times on shared machines are noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+METHODS = ("tessy", "teacher-only", "student-only")
+
+
+def run_one(method: str, prompts: int, max_tokens: int, concurrency: int) -> dict:
+    from tessy.cli.demo import write_prompts
+    from tessy.config import SynthesizeConfig
+    from tessy.records import read_records
+    from tessy.runner import build_engine, synthesize
+
+    with tempfile.TemporaryDirectory() as folder:
+        prompts_path = write_prompts(Path(folder) / "prompts.jsonl", prompts)
+        config = SynthesizeConfig(
+            input=str(prompts_path), output=f"{folder}/run", method=method,
+            max_tokens=max_tokens, concurrency=concurrency, progress=False,
+        )
+        engine = build_engine(config)  # loading is not part of the measured time
+        started = time.perf_counter()
+        report = synthesize(config, engine=engine)
+        wall = time.perf_counter() - started
+        records = list(read_records(f"{folder}/run/records.jsonl"))
+    kept = sum(r["totals"]["tokens_student"] for r in records)
+    generated = sum(r["totals"]["generated"] for r in records)
+    predict = sum(r["timings"]["predict_s"] for r in records)
+    return {
+        "method": method,
+        "samples": len(records),
+        "failed": report.failed,
+        "wall_s": wall,
+        "kept_tokens": kept,
+        "generated_tokens": generated,
+        "kept_tokens_per_s": kept / wall if wall else 0.0,
+        "generated_per_kept": generated / kept if kept else None,
+        "predictor_share": predict / wall if wall else 0.0,
+        "teacher_share": (sum(r["totals"]["teacher_tokens_student"] for r in records) / kept) if kept else 0.0,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one method, print JSON
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "synthesize.json"))
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.one, args.prompts, args.max_tokens, args.concurrency)))
+        return
+    rows = []
+    for method in args.methods.split(","):
+        command = [sys.executable, __file__, "--one", method, "--prompts", str(args.prompts),
+                   "--max-tokens", str(args.max_tokens), "--concurrency", str(args.concurrency)]
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads(output.strip().splitlines()[-1]))
+        print(f"{method}: done in {rows[-1]['wall_s']:.1f}s", file=sys.stderr)
+    base = {row["method"]: row for row in rows}
+    header = f"{'method':<14}{'samples':>8}{'kept tok/s':>12}{'vs teacher':>12}{'gen/kept':>10}{'pred share':>12}{'teacher %':>11}{'peak MB':>9}"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        ratio = row["kept_tokens_per_s"] / base["teacher-only"]["kept_tokens_per_s"] if "teacher-only" in base and base["teacher-only"]["kept_tokens_per_s"] else float("nan")
+        gpk = row["generated_per_kept"] or float("nan")
+        print(f"{row['method']:<14}{row['samples']:>8}{row['kept_tokens_per_s']:>12.2f}{ratio:>12.2f}{gpk:>10.2f}"
+              f"{row['predictor_share']:>12.2%}{row['teacher_share']:>11.1%}{row['peak_rss_mb']:>9.0f}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""Boundary predictors: the lexicon rules on real tokenizations, `cut_index`, and the classifier
+on tiny hand-wired token-classification checkpoints whose verdicts are known in advance."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+
+from tessy.predictors import LexiconPredictor, SpanQuery, cut_index, find_style_spans, load_predictor
+from tessy.predictors.base import fill_whitespace_verdicts
+from tessy.predictors.lexicon import label_pieces
+
+QWEN_LIKE = (
+    "Okay, let's see. I need to figure out how many apples Tom has left. The problem says he starts "
+    "with 12 apples and gives away 5. So 12 - 5 = 7.\n\nWait, but how about the ones he buys? Hmm, "
+    "let me check the problem again. First, he buys 3 more, so 7 + 3 = 10. I think the answer is 10."
+)
+GPT_OSS_LIKE = "We need to compute x = 3*4 = 12. Then y = x + 5 = 17. Output 17."
+
+
+def pieces_of(tokenizer, text: str) -> tuple[str, ...]:
+    return tuple(tokenizer.decode([i]) for i in tokenizer.encode(text, add_special_tokens=False))
+
+
+def style_words(text: str) -> list[str]:
+    return [text[a:b] for a, b in find_style_spans(text)]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+# -- lexicon ---------------------------------------------------------------------------------
+
+
+def test_find_style_spans_covers_the_categories():
+    # phrases only whitespace apart are merged into one range
+    assert style_words(QWEN_LIKE) == [
+        "Okay, let's see. I need to figure out", "The problem says", "So", "Wait, but how about",
+        "Hmm, let me check", "First,", "so", "I think",
+    ]
+    text = "Alright, so the list is sorted.\n- Next, we check: Well, now, on the other hand, for example n = 0."
+    assert style_words(text) == ["Alright, so", "Next,", "Well, now, on the other hand, for example"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The sum as well as the product is even.",
+        "It is a well-known bound; so many cases fail.",
+        "First element is 3 and next element is 4.",
+        "The okay_flag variable is set, the ok value too.",
+        "x is so large that we wait for it.",
+        "def f():\n    now = time.time()\n    ok = True\n    so.x = well(3)\n    return now",
+    ],
+)
+def test_ambiguous_words_are_capability_outside_clause_starts(text):
+    assert find_style_spans(text) == []
+
+
+def test_clause_openers_chain_and_take_their_punctuation():
+    assert style_words("Hmm... Okay, so, wait — let me think. x = 2") == ["Hmm... Okay, so, wait — let me think."]
+    assert style_words("x = 2, so y = 4. But if y > 3, then z = 1.") == ["so", "But if"]
+
+
+@pytest.mark.parametrize("tok_name", ["smol_tokenizer", "gemma_tokenizer"])
+def test_lexicon_on_qwen_like_text_with_real_pieces(tok_name, request):
+    tokenizer = request.getfixturevalue(tok_name)
+    pieces = pieces_of(tokenizer, QWEN_LIKE)
+    verdicts = run(LexiconPredictor().label(SpanQuery("", pieces)))
+    assert len(verdicts) == len(pieces)
+    style = "".join(p for p, s in zip(pieces, verdicts) if s)
+    for phrase in ("Okay,", " let", " see.", " need to figure out", "Wait,", " but how", "Hmm,", " check", "First,"):
+        assert phrase in style, phrase
+    for piece, is_style in zip(pieces, verdicts):
+        if any(ch.isdigit() for ch in piece) or piece.strip() in ("apples", "Tom", "answer"):
+            assert not is_style, piece
+
+
+@pytest.mark.parametrize("tok_name", ["smol_tokenizer", "gemma_tokenizer"])
+def test_lexicon_on_gpt_oss_like_text_is_mostly_capability(tok_name, request):
+    pieces = pieces_of(request.getfixturevalue(tok_name), GPT_OSS_LIKE)
+    verdicts = label_pieces("", pieces)
+    assert sum(verdicts) / len(verdicts) < 0.3
+    assert not any(v for p, v in zip(pieces, verdicts) if any(ch.isdigit() or ch in "=*+" for ch in p))
+
+
+def test_lexicon_sees_the_context_join(smol_tokenizer):
+    # a phrase spanning the join is seen; sentence starts are judged with the context
+    assert label_pieces("Okay, let's", pieces_of(smol_tokenizer, " see. x = 1"))[:2] == [True, True]
+    assert label_pieces("x = 3.", pieces_of(smol_tokenizer, " So y = 4"))[0] is True
+    assert label_pieces("x is", pieces_of(smol_tokenizer, " so large"))[0] is False
+    # a long context is scanned only at its tail, cut mid-sentence
+    long_context = "The value is computed. " * 2000 + "and it is"
+    start = time.perf_counter()
+    for _ in range(200):
+        assert label_pieces(long_context, (" so", " big")) == [False, False]
+    assert time.perf_counter() - start < 2.0
+    assert label_pieces(long_context + ". ", ("Wait", ",", " no")) == [True, True, False]
+
+
+def test_whitespace_pieces_follow_their_neighbours():
+    assert fill_whitespace_verdicts([None, True, None, False, None]) == [True, True, True, False, False]
+    assert fill_whitespace_verdicts([None, None]) == [False, False]
+    assert label_pieces("", ("\n\n", "Wait", ",", " ", "3", "\n")) == [True, True, True, True, False, False]
+    assert label_pieces("", (" ", "\n")) == [False, False]
+    assert label_pieces("", ()) == []
+
+
+# -- cut_index ------------------------------------------------------------------------------
+
+
+def test_cut_index_both_roles():
+    assert cut_index("teacher", [False, False, True, False]) == 2
+    assert cut_index("teacher", [True, False]) == 0  # a first-token cut
+    assert cut_index("teacher", [False, False]) is None
+    assert cut_index("student", [True, True, False]) == 2
+    assert cut_index("student", [False, True]) == 0
+    assert cut_index("student", [True]) is None
+    assert cut_index("teacher", []) is None
+    with pytest.raises(ValueError):
+        cut_index("judge", [True])
+
+
+def test_cut_index_with_the_lexicon_on_real_pieces(gemma_tokenizer, smol_tokenizer):
+    teacher = pieces_of(gemma_tokenizer, "\n\nWait, but how does x = 3 hold?")
+    assert cut_index("teacher", label_pieces("x = 3.", teacher)) == 0
+    teacher = pieces_of(gemma_tokenizer, " x = 3*4 = 12. Hmm, so")
+    assert "".join(teacher[: cut_index("teacher", label_pieces("We get", teacher))]) == " x = 3*4 = 12."
+    student = pieces_of(smol_tokenizer, "Okay, let's see. The grid has 4 rows")
+    assert "".join(student[: cut_index("student", label_pieces("", student))]) == "Okay, let's see."
+
+
+# -- load_predictor -------------------------------------------------------------------------
+
+
+def test_load_predictor_choices(tmp_path):
+    assert isinstance(load_predictor("lexicon"), LexiconPredictor)
+    with pytest.raises(ValueError, match="lexicon"):
+        load_predictor("no-such-predictor")
+    with pytest.raises(ValueError, match="not a folder"):
+        (tmp_path / "f.txt").write_text("x")
+        load_predictor(str(tmp_path / "f.txt"))
+
+
+# -- classifier -----------------------------------------------------------------------------
+
+MARKERS = ("Wait", " Wait")
+
+
+def build_checkpoint(path, tokenizer, *, arch="llama", num_labels=2, head=True, base_only=False, **config_extra):
+    """A tiny checkpoint whose head says class 1 exactly at the tokens in MARKERS.
+
+    All attention and MLP outputs are zeroed, so the final hidden state at token i is the
+    normalised embedding of token i; dimension 0 of the embeddings is 1 for markers, 0 otherwise,
+    and the head reads class-1 logit = dim 0, class-0 logit = 0.5.
+    """
+    import torch
+    import transformers as tf
+
+    common = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, num_labels=num_labels, **config_extra)
+    if arch == "qwen3":
+        config, cls = tf.Qwen3Config(head_dim=16, **common), tf.Qwen3ForTokenClassification
+    else:
+        config, cls = tf.LlamaConfig(**common), tf.LlamaForTokenClassification
+    if not head:
+        cls = tf.LlamaModel if base_only else tf.LlamaForCausalLM
+    torch.manual_seed(0)
+    model = cls(config)
+    with torch.no_grad():
+        base = model if base_only else model.model
+        for layer in base.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        embed = base.embed_tokens.weight
+        embed[:, 0] = 0.0
+        for marker in MARKERS:
+            (marker_id,) = tokenizer.encode(marker, add_special_tokens=False)
+            embed[marker_id, 0] = 1.0
+        if head:
+            model.score.weight.zero_()
+            model.score.weight[1, 0] = 1.0
+            model.score.bias.copy_(torch.tensor([0.5] + [0.0] * (num_labels - 1)))
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, smol_tokenizer):
+    root = tmp_path_factory.mktemp("predictors")
+    return {
+        "offset0": build_checkpoint(root / "o0", smol_tokenizer, tessy_style_label_id=1, tessy_label_offset=0),
+        "offset1": build_checkpoint(root / "o1", smol_tokenizer, tessy_style_label_id=1, tessy_label_offset=1),
+        "named": build_checkpoint(root / "named", smol_tokenizer, id2label={0: "capability", 1: "style"},
+                                  label2id={"capability": 0, "style": 1}, tessy_label_offset=0),
+        "paper": build_checkpoint(root / "paper", smol_tokenizer, arch="qwen3"),
+    }
+
+
+def classify(path, context, pieces, **options):
+    async def go():
+        predictor = load_predictor(path, **options)
+        try:
+            return await predictor.label(SpanQuery(context, tuple(pieces)))
+        finally:
+            await predictor.aclose()
+
+    return run(go())
+
+
+def test_classifier_offset_semantics(checkpoints, smol_tokenizer):
+    pieces = pieces_of(smol_tokenizer, " Wait, so x = 3")
+    n = len(pieces)
+    assert classify(checkpoints["offset0"], "y = 2.", pieces) == [True] + [False] * (n - 1)
+    assert classify(checkpoints["offset1"], "y = 2.", pieces) == [False, True] + [False] * (n - 2)
+    # the first piece gets a verdict too: from the context (offset 1) or with nothing before it
+    assert classify(checkpoints["offset1"], "y = 2. Wait", pieces_of(smol_tokenizer, ", so x"))[0] is True
+    assert classify(checkpoints["offset1"], "", pieces_of(smol_tokenizer, "Wait, so")) == [False, True, False]
+    assert classify(checkpoints["offset0"], "", pieces_of(smol_tokenizer, "Wait, so")) == [True, False, False]
+    # a style id read from id2label names; the override arguments win over the config
+    assert classify(checkpoints["named"], "y = 2.", pieces) == [True] + [False] * (n - 1)
+    assert classify(checkpoints["offset1"], "y = 2.", pieces, label_offset=0, style_label_id=0) == (
+        [False] + [True] * (n - 1))
+
+
+def test_classifier_maps_through_character_offsets(checkpoints, gemma_tokenizer):
+    # the generating tokenizer (Gemma) splits differently from the classifier's (SmolLM2)
+    pieces = pieces_of(gemma_tokenizer, "Hmm. Wait, so x = 3\n\nWait")
+    expected0 = [p.strip() == "Wait" for p in pieces]
+    assert classify(checkpoints["offset0"], "Okay. ", pieces) == expected0
+    expected1 = [False] + expected0[:-1]
+    expected1[pieces.index("\n\n")] = expected1[pieces.index("\n\n") - 1]  # whitespace follows its left neighbour
+    assert classify(checkpoints["offset1"], "Okay. ", pieces) == expected1
+    assert classify(checkpoints["offset0"], "ctx " * 2000, pieces, max_context_tokens=8) == expected0
+
+
+def test_paper_shaped_checkpoint_loads_with_the_fallback(checkpoints, smol_tokenizer, caplog):
+    with caplog.at_level(logging.WARNING, logger="tessy.predictors.classifier"):
+        predictor = load_predictor(checkpoints["paper"])
+    assert (predictor.style_label_id, predictor.label_offset) == (1, 1)
+    assert "paper's convention" in caplog.text
+    pieces = pieces_of(smol_tokenizer, " Wait, so")
+    assert run(predictor.label(SpanQuery("y.", pieces))) == [False, True, False]
+    run(predictor.aclose())
+
+
+def test_classifier_refuses_bad_checkpoints(tmp_path, smol_tokenizer):
+    from tessy.predictors.classifier import PredictorLoadError
+
+    causal = build_checkpoint(tmp_path / "causal", smol_tokenizer, head=False)
+    with pytest.raises(PredictorLoadError, match="head is missing"):
+        load_predictor(causal)
+    base = build_checkpoint(tmp_path / "base", smol_tokenizer, head=False, base_only=True)
+    with pytest.raises(PredictorLoadError, match="head is missing"):
+        load_predictor(base)
+    three = build_checkpoint(tmp_path / "three", smol_tokenizer, num_labels=3)
+    with pytest.raises(PredictorLoadError, match="num_labels=3"):
+        load_predictor(three)
+    from tessy.predictors.classifier import ClassifierPredictor
+
+    with pytest.raises(FileNotFoundError, match="not found"):
+        ClassifierPredictor(str(tmp_path / "missing"))
+
+
+def test_concurrent_labels_are_batched(checkpoints, smol_tokenizer):
+    texts = ["Wait, so x = 3", " then Wait", "y = 1 + 2 + 3 + 4 + 5 + 6 Wait", "no", " Wait Wait", "z"]
+    queries = [SpanQuery(f"ctx {i}.", pieces_of(smol_tokenizer, t)) for i, t in enumerate(texts)]
+
+    async def go():
+        predictor = load_predictor(checkpoints["offset1"], max_batch=4)
+        batched = await asyncio.gather(*(predictor.label(q) for q in queries))
+        batches = predictor.batches
+        one_by_one = [await predictor.label(q) for q in queries]
+        seconds = predictor.predict_seconds
+        await predictor.aclose()
+        return batched, batches, one_by_one, seconds
+
+    batched, batches, one_by_one, seconds = run(go())
+    assert batches == 2 < len(queries)
+    assert batched == one_by_one
+    assert seconds > 0
+    assert batched[4] == [False, True]  # offset 1: the second " Wait" is labelled at the first
