@@ -1,0 +1,87 @@
+"""The runner with scripted models: records, failures, rejects and resume, exactly once."""
+
+from __future__ import annotations
+
+import json
+
+from tessy.backends.fake import ScriptedBackend
+from tessy.config import SynthesizeConfig
+from tessy.engine import Party
+from tessy.runner import build_engine, synthesize
+from tests.test_engine import KeywordPredictor, PlainTestFormat
+
+
+def scripted_engine(smol, gemma, fail_on_call=None, config=None):
+    fmt = PlainTestFormat()
+    student = Party("student", ScriptedBackend(smol, "Okay, so we add. Wait, so it is.", "student", max_context=200), fmt, KeywordPredictor(), k=4)
+    teacher = Party("teacher", ScriptedBackend(gemma, "Three plus four is seven. So done.", "teacher",
+                                               fail_on_call=fail_on_call, max_context=200), fmt, KeywordPredictor(), k=4)
+    return build_engine(config or SynthesizeConfig(), {"student": student, "teacher": teacher})
+
+
+def write_prompts(path, rows):
+    path.write_text("\n".join(row if isinstance(row, str) else json.dumps(row) for row in rows) + "\n")
+
+
+def read(path):
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_records_failures_rejects_and_resume(tmp_path, smol_tokenizer, gemma_tokenizer):
+    prompts = tmp_path / "prompts.jsonl"
+    write_prompts(prompts, [
+        {"id": "a", "prompt": "What is 3+4?"},
+        "not json",
+        {"id": "b", "prompt": "What is 1+1?"},
+        {"id": "long", "prompt": "word " * 400},  # longer than the scripted 200-token context
+        {"id": "c", "prompt": ""},
+        {"id": "d", "prompt": "What is 2+2?"},
+    ])
+    out = tmp_path / "run"
+    config = SynthesizeConfig(input=str(prompts), output=str(out), progress=False, concurrency=2)
+    # The teacher fails on its 2nd call: exactly one sample fails, the others finish.
+    engine = scripted_engine(smol_tokenizer, gemma_tokenizer, lambda call: RuntimeError("boom") if call == 2 else None)
+    report = synthesize(config, engine=engine)
+    assert report.written == 2 and report.failed == 1 and report.rejected == 3
+    failures = read(out / "failures.jsonl")
+    assert failures[0]["reason"] == "RuntimeError: boom" and failures[0]["attempt"] == 1
+    rejects = {r["line"]: r["reason"] for r in read(out / "rejects.jsonl")}
+    assert set(rejects) == {2, 4, 5}
+    assert "context" in rejects[4] and "line 4" in rejects[4]
+
+    # Rerun: the failed sample is retried, finished ones are skipped, nothing is duplicated.
+    report = synthesize(config, engine=scripted_engine(smol_tokenizer, gemma_tokenizer))
+    assert report.written == 1 and report.skipped_done == 2 and report.failed == 0
+    ids = [r["id"] for r in read(out / "records.jsonl")]
+    assert sorted(ids) == ["a", "b", "d"]
+    assert len(read(out / "rejects.jsonl")) == 3  # the same rejects are not logged twice
+
+    record = read(out / "records.jsonl")[0]
+    assert record["method"] == "tessy" and record["messages"][-1]["role"] == "assistant"
+    assert {span["role"] for span in record["spans"]} <= {"student", "teacher"}
+    totals = record["totals"]
+    assert totals["tokens_student"] == sum(span["tokens_student"] for span in record["spans"])
+
+
+def test_failing_sample_stops_after_max_attempts(tmp_path, smol_tokenizer, gemma_tokenizer):
+    prompts = tmp_path / "prompts.jsonl"
+    write_prompts(prompts, [{"id": "x", "prompt": "What is 3+4?"}])
+    config = SynthesizeConfig(input=str(prompts), output=str(tmp_path / "run"), progress=False, max_attempts=2)
+    always = lambda call: RuntimeError("down")  # noqa: E731
+    for _ in range(2):
+        assert synthesize(config, engine=scripted_engine(smol_tokenizer, gemma_tokenizer, always)).failed == 1
+    report = synthesize(config, engine=scripted_engine(smol_tokenizer, gemma_tokenizer, always))
+    assert report.failed == 0 and report.skipped_failed == 1  # bounded: no endless retry
+
+
+def test_single_model_methods_write_same_schema(tmp_path, smol_tokenizer, gemma_tokenizer):
+    prompts = tmp_path / "prompts.jsonl"
+    write_prompts(prompts, [{"id": "x", "prompt": "What is 3+4?"}])
+    for method in ("teacher-only", "student-only"):
+        config = SynthesizeConfig(input=str(prompts), output=str(tmp_path / method), progress=False, method=method)
+        assert synthesize(config, engine=scripted_engine(smol_tokenizer, gemma_tokenizer, config=config)).written == 1
+        record = read(tmp_path / method / "records.jsonl")[0]
+        role = method.split("-")[0]
+        assert record["method"] == method
+        assert [span["role"] for span in record["spans"]] == [role]
+        assert record["totals"]["teacher_share"] == (1.0 if role == "teacher" else 0.0)
