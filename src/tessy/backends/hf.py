@@ -1,0 +1,379 @@
+"""In-process transformers backend: a causal LM with a KV cache per sequence, batched decoding.
+
+Owns: the model and tokenizer, one KV cache per `seq_id` (a `DynamicCache` plus the exact token
+ids it holds), and one worker thread where every torch call runs. Promises, on top of `base`:
+
+- A step costs its new tokens, not a re-prefill. `generate` finds the longest common prefix of the
+  cached ids and `context_ids`, crops the cache to it and prefills only the rest. The last context
+  token is always fed (its logits give the first new token), so a cache covering all of
+  `context_ids` is cropped one token back. The cached ids are the truth, so a missed `rollback` or
+  a changed context never gives wrong output, only extra prefill.
+- Caches are plain full-attention `DynamicLayer`s, also for models with sliding-window layers
+  (Gemma 3): the sliding window is applied by the attention mask, and any prefix can be cropped.
+- Sampling is greedy when temperature <= 0, else temperature / top-k / top-p, drawn from a
+  `torch.Generator` per sequence, seeded from `sampling.seed` on the sequence's first call (or when
+  the seed changes) and carried across its calls: a sample's draws depend only on its own calls.
+- Concurrency: all torch work runs in ONE worker thread, so the event loop stays responsive.
+  Requests waiting together are decoded together, one forward per step for up to `max_batch`
+  rows: the rows' caches are left-padded into one batched cache, with an attention mask and
+  per-row position ids; each row stops on its own. A request arriving mid-decode is prefilled
+  and joins the batch at the next step. Prefill runs one sequence at a time.
+- `rollback` and `release` are queued in order with `generate` calls, so they take effect
+  between the calls the caller made around them. Calling them for a sequence while its own
+  `generate` is in flight is not supported (the engine never does).
+- `stats` counts prefill tokens, decoded tokens, forwards and the largest batch seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from tessy.backends.base import Backend, Generation, SamplingParams
+from tessy.models import resolve_model
+
+
+@dataclass
+class BackendStats:
+    prefill_tokens: int = 0  # context tokens fed to the model (cache misses)
+    decode_tokens: int = 0  # sampled tokens fed back one step at a time
+    forwards: int = 0  # model forward calls
+    max_batch_seen: int = 0  # most rows decoded in one forward
+
+
+@dataclass
+class _Seq:
+    """What the backend keeps for one sequence between calls."""
+
+    cache: Any = None  # DynamicCache holding exactly `ids`
+    ids: list[int] = field(default_factory=list)
+    seed: int | None = None
+    generator: Any = None
+
+
+@dataclass
+class _Request:
+    seq_id: str
+    context: list[int]
+    max_new_tokens: int
+    sampling: SamplingParams
+    stop: frozenset[int]
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    started: float
+    new: list[int] = field(default_factory=list)
+    finish: str | None = None
+
+
+class HFBackend(Backend):
+    """A transformers causal LM run in process (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: str,
+        device: str = "auto",
+        dtype: str = "auto",
+        max_context: int | None = None,
+        max_batch: int = 8,
+    ):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = resolve_model(model)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if dtype == "auto":
+            torch_dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        else:
+            torch_dtype = getattr(torch, dtype)
+        self.model_name = model
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(self.device).eval()
+        config = self.model.config.get_text_config(decoder=True)
+        self.max_context = int(max_context or getattr(config, "max_position_embeddings", 0) or 2048)
+        self.max_batch = max(1, int(max_batch))
+        self.stats = BackendStats()
+        self._seqs: dict[str, _Seq] = {}
+        self._queue: deque = deque()  # ("gen", _Request) | ("rollback", seq_id, n) | ("release", seq_id)
+        self._inflight: list[_Request] = []  # taken from the queue, not yet delivered
+        self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tessy-hf")
+
+    # ---- the async interface (event loop side) -------------------------------------------------
+
+    async def generate(
+        self,
+        seq_id: str,
+        context_ids: list[int],
+        max_new_tokens: int,
+        sampling: SamplingParams,
+        stop_token_ids: frozenset[int] = frozenset(),
+    ) -> Generation:
+        if not context_ids:
+            raise ValueError("generate needs at least one context token")
+        if len(context_ids) + max_new_tokens > self.max_context:
+            raise ValueError(
+                f"context of {len(context_ids)} tokens + {max_new_tokens} new tokens exceeds "
+                f"max_context={self.max_context} of {self.model_name}"
+            )
+        loop = asyncio.get_running_loop()
+        req = _Request(
+            seq_id, list(context_ids), max_new_tokens, sampling, frozenset(stop_token_ids),
+            loop.create_future(), loop, time.perf_counter(),
+        )
+        self._submit(("gen", req))
+        new, finish = await req.future
+        text = self.tokenizer.decode(new, skip_special_tokens=False)
+        return Generation(new, text, finish, time.perf_counter() - req.started)
+
+    def rollback(self, seq_id: str, length: int) -> None:
+        self._submit(("rollback", seq_id, int(length)))
+
+    def release(self, seq_id: str) -> None:
+        self._submit(("release", seq_id))
+
+    async def aclose(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
+        self._seqs.clear()
+
+    def _submit(self, item: tuple) -> None:
+        with self._lock:
+            self._queue.append(item)
+        self._executor.submit(self._drain)  # surplus drains find an empty queue and return
+
+    # ---- worker thread ------------------------------------------------------------------------
+
+    def _take(self, active: set[str], room: int) -> list[_Request]:
+        """Pop queue items in order: apply cache operations, start up to `room` requests."""
+        taken: list[_Request] = []
+        with self._lock:
+            while self._queue:
+                item = self._queue[0]
+                if item[0] == "gen":
+                    req = item[1]
+                    if len(taken) >= room or req.seq_id in active or any(r.seq_id == req.seq_id for r in taken):
+                        break
+                    taken.append(req)
+                    self._inflight.append(req)
+                elif item[1] in active or any(r.seq_id == item[1] for r in taken):
+                    break  # wait until that sequence's generate is done
+                elif item[0] == "rollback":
+                    self._crop(self._seqs.get(item[1]), item[2])
+                else:
+                    self._seqs.pop(item[1], None)
+                self._queue.popleft()
+        return taken
+
+    def _drain(self) -> None:
+        import torch
+
+        try:
+            with torch.inference_mode():
+                self._decode_loop()
+        except BaseException as exc:  # fail the requests in flight; their caches may be half-updated
+            for req in self._inflight:
+                self._seqs.pop(req.seq_id, None)
+                req.loop.call_soon_threadsafe(_set_exception, req.future, exc)
+            self._inflight.clear()
+            raise
+
+    def _decode_loop(self) -> None:
+        rows: list[_Request] = []  # requests being decoded, in batch order
+        batch = None  # (cache, pads) of the rows, built when membership changes
+        while True:
+            new = self._take({r.seq_id for r in rows}, self.max_batch - len(rows))
+            if new:
+                if batch is not None:
+                    self._unstack(rows, *batch)
+                for req in new:
+                    self._prefill(req)
+                rows.extend(r for r in new if not self._finish_if_done(r))
+                batch = self._stack(rows) if rows else None
+            if not rows:
+                with self._lock:
+                    if not self._queue:
+                        return
+                continue
+            self._step(rows, *batch)
+            done = [i for i, r in enumerate(rows) if self._finish_if_done(r)]
+            if done:
+                self._unstack([rows[i] for i in done], *self._select(batch, done))
+                keep = [i for i in range(len(rows)) if i not in set(done)]
+                rows[:] = [rows[i] for i in keep]
+                batch = self._select(batch, keep) if rows else None
+
+    def _prefill(self, req: _Request) -> None:
+        """Crop the sequence's cache to its common prefix with the context (at most all but the
+        last token), feed the rest in one forward, and sample the first new token."""
+        import torch
+        from transformers import DynamicCache
+
+        seq = self._seqs.setdefault(req.seq_id, _Seq())
+        if seq.generator is None or seq.seed != req.sampling.seed:
+            seq.seed = req.sampling.seed
+            seq.generator = torch.Generator(device=self.device)
+            if seq.seed is None:
+                seq.generator.seed()
+            else:
+                seq.generator.manual_seed(seq.seed)
+        if req.max_new_tokens <= 0:
+            req.finish = "length"
+            return
+        keep = _common_prefix(seq.ids, req.context)
+        keep = min(keep, len(req.context) - 1)  # the last context token is always fed
+        if keep == 0 or seq.cache is None:
+            seq.cache, seq.ids = DynamicCache(), []
+        else:
+            self._crop(seq, keep)
+        feed = req.context[len(seq.ids):]
+        positions = torch.arange(len(seq.ids), len(req.context), device=self.device)[None]
+        logits = self._forward(torch.tensor([feed], device=self.device), positions, None, seq.cache)
+        self.stats.prefill_tokens += len(feed)
+        seq.ids = list(req.context)
+        req.new.append(self._sample(logits[0], req, seq.generator))
+
+    def _step(self, rows: list[_Request], cache: Any, pads: list[int]) -> None:
+        """Feed every row's last sampled token in one forward; sample each row's next token."""
+        import torch
+
+        length = cache.get_seq_length()
+        tokens = torch.tensor([[r.new[-1]] for r in rows], device=self.device)
+        positions = torch.tensor([[length - p] for p in pads], device=self.device)
+        mask = None
+        if any(pads):
+            mask = torch.ones(len(rows), length + 1, dtype=torch.long, device=self.device)
+            for i, p in enumerate(pads):
+                mask[i, :p] = 0
+        logits = self._forward(tokens, positions, mask, cache)
+        self.stats.decode_tokens += len(rows)
+        self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(rows))
+        for i, r in enumerate(rows):
+            self._seqs[r.seq_id].ids.append(r.new[-1])
+            r.new.append(self._sample(logits[i], r, self._seqs[r.seq_id].generator))
+
+    def _forward(self, tokens, positions, mask, cache):
+        out = self.model(
+            input_ids=tokens, position_ids=positions, attention_mask=mask,
+            past_key_values=cache, use_cache=True, logits_to_keep=1,
+        )
+        self.stats.forwards += 1
+        return out.logits[:, -1, :].float()
+
+    def _sample(self, logits, req: _Request, generator) -> int:
+        import torch
+
+        sp = req.sampling
+        if sp.greedy:
+            return int(torch.argmax(logits))
+        logits = logits / sp.temperature
+        if sp.top_k and sp.top_k < logits.shape[-1]:
+            kth = torch.topk(logits, sp.top_k).values[-1]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if sp.top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, descending=True)
+            probs = torch.softmax(sorted_logits, dim=-1)
+            drop = torch.cumsum(probs, dim=-1) - probs > sp.top_p  # keep the smallest set reaching top_p
+            logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
+        probs = torch.softmax(logits, dim=-1)
+        return int(torch.multinomial(probs, 1, generator=generator))
+
+    def _finish_if_done(self, req: _Request) -> bool:
+        """Deliver the request if its last token is a stop token or it has enough tokens."""
+        if req.finish is None:
+            if req.new and req.new[-1] in req.stop:
+                req.finish = "stop"
+            elif len(req.new) >= req.max_new_tokens:
+                req.finish = "length"
+            else:
+                return False
+        self._inflight.remove(req)
+        req.loop.call_soon_threadsafe(_set_result, req.future, (list(req.new), req.finish))
+        return True
+
+    # ---- caches -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _crop(seq: _Seq | None, length: int) -> None:
+        if seq is None or seq.cache is None or length >= len(seq.ids):
+            return
+        if length <= 0:
+            seq.cache, seq.ids = None, []
+            return
+        seq.cache.crop(length - len(seq.ids))  # negative: tokens to remove
+        seq.ids = seq.ids[:length]
+
+    def _stack(self, rows: list[_Request]) -> tuple[Any, list[int]]:
+        """One cache for the rows, left-padded to the longest; a single row uses its own cache."""
+        import torch
+        from transformers import DynamicCache
+
+        caches = [self._seqs[r.seq_id].cache for r in rows]
+        if len(caches) == 1:
+            return caches[0], [0]
+        lengths = [c.get_seq_length() for c in caches]
+        pads = [max(lengths) - n for n in lengths]
+        layers = []
+        for layer_idx in range(len(caches[0].layers)):
+            ks, vs = [], []
+            for c, p in zip(caches, pads):
+                layer = c.layers[layer_idx]
+                ks.append(torch.nn.functional.pad(layer.keys, (0, 0, p, 0)))
+                vs.append(torch.nn.functional.pad(layer.values, (0, 0, p, 0)))
+            layers.append((torch.cat(ks), torch.cat(vs)))
+        return DynamicCache(layers), pads
+
+    def _unstack(self, rows: list[_Request], cache: Any, pads: list[int]) -> None:
+        """Give each row its own (unpadded) cache back from the batched one."""
+        from transformers import DynamicCache
+
+        if len(rows) == 1 and pads == [0] and self._seqs[rows[0].seq_id].cache is cache:
+            return
+        for i, (r, p) in enumerate(zip(rows, pads)):
+            self._seqs[r.seq_id].cache = DynamicCache(
+                [(layer.keys[i : i + 1, :, p:].clone(), layer.values[i : i + 1, :, p:].clone()) for layer in cache.layers]
+            )
+
+    @staticmethod
+    def _select(batch: tuple[Any, list[int]], indices: list[int]) -> tuple[Any, list[int]]:
+        """The batched cache restricted to some rows, less padding they all share (the same object
+        when nothing is dropped)."""
+        import copy
+
+        import torch
+
+        cache, pads = batch
+        if len(indices) == len(pads):
+            return batch
+        picked = copy.copy(cache)
+        picked.layers = [copy.copy(layer) for layer in cache.layers]
+        picked.batch_select_indices(torch.tensor(indices, device=cache.layers[0].keys.device))
+        pads = [pads[i] for i in indices]
+        trim = min(pads)  # padding columns no remaining row needs
+        if trim:
+            for layer in picked.layers:
+                layer.keys, layer.values = layer.keys[:, :, trim:], layer.values[:, :, trim:]
+        return picked, [p - trim for p in pads]
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _set_result(future: asyncio.Future, value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _set_exception(future: asyncio.Future, exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
