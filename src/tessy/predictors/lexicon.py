@@ -73,6 +73,10 @@ _OPENERS = [
     r"to (?:start|begin)", r"what if", r"how about", r"what about", r"another (?:approach|idea|way|thought|possibility|option)",
     r"hmm+", r"right\?", r"let(?:'|’)?s", r"let me", r"i(?:'|’)ll", r"we(?:'|’)ll",
     r"here(?:'|’)s (?:the|my) (?:plan|idea|thing)", r"one (?:thing|idea|approach)",
+    # answer narration of instruct models ("Here's a function that...", "To solve this, ...")
+    r"here(?:'|’)s(?: (?:a|an|the|my|how|what))?", r"here is(?: (?:a|an|the|my|how|what))?",
+    r"sure(?=\s*[,!.])", r"certainly", r"of course",
+    r"to (?:solve|complete|answer|tackle|approach|do) (?:this|the|that)(?: \w+)?(?=\s*,)",
 ]
 
 # After a comma, only these open a style clause ("x is even, so y is odd", "..., but wait").
