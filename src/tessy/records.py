@@ -32,7 +32,7 @@ Record schema (the engine builds these dicts; `validate_record` checks them)::
                 "tokens_own": int,       # span length in the generating model's tokenizer
                 "generated": int,        # tokens that model generated for this span
                 "discarded": int,        # of those, thrown away on cuts
-                "forced": bool}],        # text inserted by the engine, not sampled
+                "forced": bool}],        # kept past the cut to end an empty hand-over loop
      "totals": {"spans": int, "tokens_student": int, "teacher_tokens_student": int,
                 "teacher_share": float,  # teacher tokens / all tokens, both in student tokens
                 "thinking_teacher_share": float | None, "generated": int, "discarded": int},

@@ -154,7 +154,7 @@ def render_html(records: Iterable[dict], title: str = "tessy records") -> str:
         for i, r in enumerate(records))
     legend = ('<p class="legend"><span class="teacher">teacher span</span>'
               '<span class="student">student span</span>'
-              '<span class="forced">forced (inserted, not sampled)</span>'
+              '<span class="forced">forced (kept past the cut to end an empty hand-over loop)</span>'
               '<span class="thinking">thinking section</span>'
               '<span class="answer">answer section</span></p>')
     body = "\n".join(_sample_html(i, r) for i, r in enumerate(records))
