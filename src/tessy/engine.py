@@ -129,6 +129,13 @@ class PromptTooLong(ValueError):
     """The rendered prompt does not fit a model's context."""
 
 
+def _without_stop(generation: Any, party: Party) -> tuple[list[int], bool]:
+    """The generated ids without a final stop token, and whether there was one."""
+    ids = list(generation.token_ids)
+    stopped = generation.finish_reason == "stop" and bool(ids) and ids[-1] in party.stop_ids()
+    return (ids[:-1] if stopped else ids), stopped
+
+
 def sample_seed(base_seed: int, sample_id: str, role: str) -> int:
     digest = hashlib.sha256(f"{base_seed}:{sample_id}:{role}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
@@ -207,10 +214,7 @@ class Engine:
                     finish = "context"
                     break
                 generation = await self._generate(state, party, context, n)
-                new_ids = list(generation.token_ids)
-                stopped = generation.finish_reason == "stop" and bool(new_ids) and new_ids[-1] in party.stop_ids()
-                if stopped:
-                    new_ids = new_ids[:-1]
+                new_ids, stopped = _without_stop(generation, party)
                 pieces += piece_texts(party.tokenizer, new_ids, prefix_ids=context)
                 own_ids += new_ids
                 text = "".join(pieces)
@@ -267,10 +271,7 @@ class Engine:
                     return "repetition"
                 return "context" if n <= 0 else "length" if over_budget else "max_spans"
             generation = await self._generate(state, party, context, n)
-            new_ids = list(generation.token_ids)
-            stopped = generation.finish_reason == "stop" and bool(new_ids) and new_ids[-1] in party.stop_ids()
-            if stopped:
-                new_ids = new_ids[:-1]
+            new_ids, stopped = _without_stop(generation, party)
             span_generated += len(generation.token_ids)
             pieces = piece_texts(party.tokenizer, new_ids, prefix_ids=context)
             # The end of the thinking section (or of a stop string) cuts the step short.
@@ -413,10 +414,7 @@ class Engine:
                 break
             generation = await self._generate(state, student, context, n)
             generated += len(generation.token_ids)
-            new_ids = list(generation.token_ids)
-            stopped = generation.finish_reason == "stop" and bool(new_ids) and new_ids[-1] in student.stop_ids()
-            if stopped:
-                new_ids = new_ids[:-1]
+            new_ids, stopped = _without_stop(generation, student)
             answer_pieces += piece_texts(student.tokenizer, new_ids, prefix_ids=context)
             answer_ids += new_ids
             if stopped:
