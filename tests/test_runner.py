@@ -85,3 +85,18 @@ def test_single_model_methods_write_same_schema(tmp_path, smol_tokenizer, gemma_
         assert record["method"] == method
         assert [span["role"] for span in record["spans"]] == [role]
         assert record["totals"]["teacher_share"] == (1.0 if role == "teacher" else 0.0)
+
+
+def test_view_command_writes_page_beside_records(tmp_path, smol_tokenizer, gemma_tokenizer):
+    from tessy.cli.main import main
+
+    prompts = tmp_path / "prompts.jsonl"
+    write_prompts(prompts, [{"id": "<b>x</b>", "prompt": "What is 3+4?"}])
+    out = tmp_path / "run"
+    config = SynthesizeConfig(input=str(prompts), output=str(out), progress=False)
+    synthesize(config, engine=scripted_engine(smol_tokenizer, gemma_tokenizer))
+    assert main(["view", str(out)]) == 0
+    page = (out / "view.html").read_text()
+    assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page
+    assert 'class="span teacher' in page and 'class="span student' in page
+    assert main(["view", str(tmp_path / "missing")]) == 2  # a clear error, not a traceback
