@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,7 @@ def _converted_demo_model(demo: DemoModel) -> Path:
     if (target / "config.json").exists():
         return target
     gguf = demo.gguf_path()
+    print(f"tessy: converting {demo.alias} from GGUF once (about a minute); cached in {target}", file=sys.stderr)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target.parent.mkdir(parents=True, exist_ok=True)
