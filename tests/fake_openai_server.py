@@ -1,0 +1,298 @@
+"""A fake vLLM-shaped OpenAI-compatible server for tests and benchmarks (standard library only).
+
+It speaks just enough HTTP/1.1 (keep-alive, Content-Length bodies) on 127.0.0.1 to stand in for
+`vllm serve`: `GET /v1/models` returns a model card with `max_model_len`, and
+`POST /v1/completions` takes a prompt as token ids (or text, unless `accept_token_ids=False`, which
+answers a list prompt with llama.cpp's 422 validation error) and answers with vLLM's response shape:
+`choices[0]` has `text`, `finish_reason`, `stop_reason`, and with `return_token_ids` the new
+`token_ids` and the `prompt_token_ids`. A stop token is the last returned id (`stop_reason` is its
+id), its text is not in `text`. A prompt plus `max_tokens` over `max_model_len` gets vLLM's 400
+context-length error.
+
+What it writes: `responder(prompt_ids, max_tokens) -> ids` decides the tokens (default: a cycling
+script continued from the prompt length; the stop id once the prompt reaches `stop_at`).
+
+Faults, for the client's retry tests: `inject(kind, ...)` queues faults for the next completion
+requests, and `fault_rate` fails that share of them at random (`fault_kinds` mixed, `seed`):
+`latency` (answer after `latency_s`), `429` (with `Retry-After`), `500`, `drop` (close the
+connection without an answer), `malformed` (200 with a body that is not JSON), `timeout` (sleep
+past the client's timeout, then drop).
+
+Every request is kept in `requests` (method, path, headers, parsed body) for payload tests.
+Run `python -m tests.fake_openai_server --help` to serve it from its own process (benchmarks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import threading
+import time
+from collections import deque
+from typing import Any, Callable
+
+FAULT_KINDS = ("429", "500", "drop", "malformed", "timeout")
+
+
+class FakeOpenAIServer:
+    def __init__(
+        self,
+        model: str = "fake-model",
+        *,
+        max_model_len: int = 4096,
+        script: list[int] | None = None,
+        stop_id: int | None = None,
+        stop_at: int = 10**9,
+        decode: Callable[[list[int]], str] | None = None,
+        accept_token_ids: bool = True,
+        refuse_status: int = 422,
+        latency_s: float = 0.0,
+        fault_rate: float = 0.0,
+        fault_kinds: tuple[str, ...] = FAULT_KINDS,
+        retry_after: str = "0",
+        timeout_sleep_s: float = 2.0,
+        seed: int = 0,
+        owned_by: str = "vllm",
+        keep_requests: bool = True,
+    ):
+        self.model = model
+        self.max_model_len = max_model_len
+        self.script = script or list(range(100, 120))
+        self.stop_id = stop_id
+        self.stop_at = stop_at
+        self.decode = decode or (lambda ids: "".join(f" t{i}" for i in ids))
+        self.accept_token_ids = accept_token_ids
+        self.refuse_status = refuse_status  # llama-cpp-python answers 422, or 500 under recent FastAPI
+        self.latency_s = latency_s
+        self.fault_rate = fault_rate
+        self.fault_kinds = fault_kinds
+        self.retry_after = retry_after
+        self.timeout_sleep_s = timeout_sleep_s
+        self.owned_by = owned_by
+        self.keep_requests = keep_requests
+        self.random = random.Random(seed)
+        self.injected: deque[str] = deque()
+        self.requests: list[dict[str, Any]] = []
+        self.counts: dict[str, int] = {"completions": 0, "answered": 0}
+        self.in_flight = 0  # completion requests being answered now, and the most seen at once
+        self.max_in_flight_seen = 0
+        self.intervals: list[tuple[float, float]] = []  # (start, end) of each completion request
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---- control -----------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def inject(self, *kinds: str) -> None:
+        """Fail the next completion requests, one fault each, in order."""
+        self.injected.extend(kinds)
+
+    def responder(self, prompt_ids: list[int], max_tokens: int) -> list[int]:
+        if self.stop_id is not None and len(prompt_ids) >= self.stop_at:
+            return [self.stop_id]
+        start = len(prompt_ids)
+        return [self.script[(start + i) % len(self.script)] for i in range(max_tokens)]
+
+    def start(self) -> "FakeOpenAIServer":
+        ready = threading.Event()
+
+        def serve() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._server = self._loop.run_until_complete(
+                asyncio.start_server(self._handle, "127.0.0.1", self.port, backlog=1024))
+            self.port = self._server.sockets[0].getsockname()[1]
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=serve, name="fake-openai-server", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+
+        async def shutdown() -> None:
+            self._server.close()
+            for task in [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]:
+                task.cancel()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop = None
+
+    def __enter__(self) -> "FakeOpenAIServer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # ---- HTTP --------------------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                headers = {}
+                for line in lines[1:]:
+                    if ":" in line:
+                        key, value = line.split(":", 1)
+                        headers[key.strip().lower()] = value.strip()
+                body = await reader.readexactly(int(headers.get("content-length", 0) or 0))
+                keep = await self._respond(writer, method, path, headers, body)
+                if not keep:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def _respond(self, writer, method: str, path: str, headers: dict, raw: bytes) -> bool:
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        if self.keep_requests:
+            self.requests.append({"method": method, "path": path, "headers": headers, "body": body})
+        if method == "GET" and path == "/v1/models":
+            card = {"id": self.model, "object": "model", "created": 0, "owned_by": self.owned_by,
+                    "root": self.model, "parent": None, "max_model_len": self.max_model_len}
+            return self._send(writer, 200, {"object": "list", "data": [card]})
+        if method != "POST" or path != "/v1/completions":
+            return self._send(writer, 404, {"detail": "Not Found"})
+        self.counts["completions"] += 1
+        self.in_flight += 1
+        self.max_in_flight_seen = max(self.max_in_flight_seen, self.in_flight)
+        started = time.perf_counter()
+        try:
+            return await self._completion(writer, body)
+        finally:
+            self.in_flight -= 1
+            if self.keep_requests:
+                self.intervals.append((started, time.perf_counter()))
+
+    async def _completion(self, writer, body: Any) -> bool:
+        fault = self.injected.popleft() if self.injected else None
+        if fault is None and self.fault_rate and self.random.random() < self.fault_rate:
+            fault = self.random.choice(self.fault_kinds)
+        if fault:
+            self.counts[fault] = self.counts.get(fault, 0) + 1
+        if fault == "latency" or self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        if fault == "429":
+            return self._send(writer, 429, _error("Too many requests", "TooManyRequests", 429),
+                              {"Retry-After": self.retry_after})
+        if fault == "500":
+            return self._send(writer, 500, _error("Internal server error", "InternalServerError", 500))
+        if fault == "drop":
+            writer.transport.abort()
+            return False
+        if fault == "timeout":
+            await asyncio.sleep(self.timeout_sleep_s)
+            writer.transport.abort()
+            return False
+        if fault == "malformed":
+            return self._send_raw(writer, 200, b'{"id": "cmpl-x", "choices": [{"text": "unfinish')
+        return self._send(writer, *self._complete(body))
+
+    def _complete(self, body: Any) -> tuple[int, dict]:
+        if not isinstance(body, dict) or "prompt" not in body:
+            return 400, _error("prompt is required", "BadRequestError", 400)
+        if body.get("model") != self.model:
+            return 404, _error(f"The model `{body.get('model')}` does not exist.", "NotFoundError", 404)
+        prompt = body["prompt"]
+        if isinstance(prompt, list):
+            if not self.accept_token_ids:  # llama-cpp-python's pydantic validation
+                return self.refuse_status, {"detail": [{"type": "string_type", "loc": ["body", "prompt", "str"],
+                                         "msg": "Input should be a valid string", "input": prompt}]}
+            prompt_ids = [int(i) for i in prompt]
+        else:
+            prompt_ids = [ord(c) for c in str(prompt)]  # text prompts: one "token" per character
+        max_tokens = int(body.get("max_tokens", 16))
+        if len(prompt_ids) + max_tokens > self.max_model_len:
+            return 400, _error(
+                f"This model's maximum context length is {self.max_model_len} tokens. However, you requested "
+                f"{len(prompt_ids) + max_tokens} tokens ({len(prompt_ids)} in the messages, {max_tokens} in the "
+                "completion). Please reduce the length of the messages or completion.", "BadRequestError", 400)
+        ids = self.responder(prompt_ids, max_tokens)[:max_tokens]
+        stops = set(body.get("stop_token_ids") or []) | ({self.stop_id} if self.stop_id is not None else set())
+        finish, stop_reason = "length", None
+        for index, token in enumerate(ids):
+            if token in stops:
+                ids = ids[: index + 1]
+                finish = "stop"
+                stop_reason = token if token != self.stop_id or token in (body.get("stop_token_ids") or []) else None
+                break
+        text_ids = ids[:-1] if finish == "stop" else ids
+        choice: dict[str, Any] = {"index": 0, "text": self.decode(text_ids), "logprobs": None,
+                                  "finish_reason": finish, "stop_reason": stop_reason}
+        if body.get("return_token_ids"):
+            choice["token_ids"] = ids
+            choice["prompt_token_ids"] = prompt_ids
+        if body.get("logprobs") is not None and body.get("return_tokens_as_token_ids"):
+            choice["logprobs"] = {"text_offset": [0] * len(ids), "token_logprobs": [0.0] * len(ids),
+                                  "tokens": [f"token_id:{i}" for i in ids], "top_logprobs": None}
+        self.counts["answered"] += 1
+        return 200, {"id": f"cmpl-{self.counts['completions']}", "object": "text_completion",
+                     "created": int(time.time()), "model": self.model, "choices": [choice],
+                     "usage": {"prompt_tokens": len(prompt_ids), "total_tokens": len(prompt_ids) + len(ids),
+                               "completion_tokens": len(ids), "prompt_tokens_details": None}}
+
+    def _send(self, writer, status: int, payload: dict, headers: dict | None = None) -> bool:
+        return self._send_raw(writer, status, json.dumps(payload).encode(), headers)
+
+    @staticmethod
+    def _send_raw(writer, status: int, data: bytes, headers: dict | None = None) -> bool:
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 422: "Unprocessable Entity",
+                  429: "Too Many Requests", 500: "Internal Server Error"}.get(status, "Error")
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        writer.write(f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+                     f"content-length: {len(data)}\r\n{extra}\r\n".encode() + data)
+        return True
+
+
+def _error(message: str, kind: str, code: int) -> dict:
+    return {"object": "error", "message": message, "type": kind, "param": None, "code": code}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Serve the fake vLLM-shaped server until killed; "
+                                                 "prints its port on the first line.")
+    parser.add_argument("--model", default="fake-model")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--script", default="", help="comma-separated token ids the model cycles through")
+    parser.add_argument("--stop-id", type=int, default=None)
+    parser.add_argument("--stop-at", type=int, default=10**9, help="answer the stop id once a prompt is this long")
+    parser.add_argument("--fault-rate", type=float, default=0.0)
+    parser.add_argument("--fault-kinds", default=",".join(FAULT_KINDS))
+    parser.add_argument("--timeout-sleep-s", type=float, default=2.0)
+    parser.add_argument("--max-model-len", type=int, default=1 << 20)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    server = FakeOpenAIServer(
+        args.model, max_model_len=args.max_model_len, stop_id=args.stop_id, stop_at=args.stop_at,
+        script=[int(i) for i in args.script.split(",")] if args.script else None, fault_rate=args.fault_rate,
+        fault_kinds=tuple(k for k in args.fault_kinds.split(",") if k), timeout_sleep_s=args.timeout_sleep_s,
+        seed=args.seed, keep_requests=False)
+    server.port = args.port
+    server.start()
+    print(server.port, flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

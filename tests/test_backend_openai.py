@@ -1,0 +1,327 @@
+"""The HTTP backend against the fake vLLM-shaped server (tests/fake_openai_server.py): request
+bodies compared exactly, transports, readiness errors, replicas, the in-flight bound, retries
+and their bounds, context-length errors, secrets, and TESSY end to end over HTTP with resume."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tessy.backends.base import SamplingParams
+from tessy.backends.openai_http import OpenAIHTTPBackend, ServerError, ServerNotReady, TokenizerNotFound
+from tests.fake_openai_server import FakeOpenAIServer
+
+SCRIPT = " Okay, so the answer is 7 because 3 plus 4 makes 7. Wait, let me check: 3 + 4 = 7."
+SAMPLING = SamplingParams(temperature=0.5, top_p=0.9, seed=11)
+STOP = frozenset({2})
+
+
+@pytest.fixture()
+def server(smol_tokenizer):
+    script = smol_tokenizer.encode(SCRIPT, add_special_tokens=False)
+    with FakeOpenAIServer("smol", script=script, decode=smol_tokenizer.decode, stop_id=2, stop_at=10**9) as fake:
+        yield fake
+
+
+def make(server, tokenizer, **kwargs):
+    return OpenAIHTTPBackend("smollm2-135m-instruct", server.url, role="student", tokenizer=tokenizer, **kwargs)
+
+
+def completions(server):
+    return [r for r in server.requests if r["path"] == "/v1/completions"]
+
+
+def generate(backend, seq_id="s/student", context=(1, 2, 3), n=5, stop=STOP):
+    return asyncio.run(backend.generate(seq_id, list(context), n, SAMPLING, stop))
+
+
+def test_token_id_payload_exact_and_ids_read_back(server, smol_tokenizer):
+    backend = make(server, smol_tokenizer, api_key="sk-secret", headers={"X-Team": "tessy"},
+                   extra_body={"min_p": 0.05})
+    assert backend.transport == "token_ids"
+    probe = completions(server)[0]["body"]
+    assert probe == {"model": "smol", "prompt": smol_tokenizer.encode("Hello", add_special_tokens=False)[:1],
+                     "max_tokens": 1, "temperature": 0.0, "return_token_ids": True}
+    generation = generate(backend, context=[5, 6, 7, 8], n=4)
+    request = completions(server)[-1]
+    assert request["body"] == {
+        "model": "smol", "prompt": [5, 6, 7, 8], "max_tokens": 4, "temperature": 0.5, "top_p": 0.9, "seed": 11,
+        "stop_token_ids": [2], "skip_special_tokens": False, "spaces_between_special_tokens": False,
+        "return_token_ids": True, "min_p": 0.05,
+    }
+    assert request["headers"]["authorization"] == "Bearer sk-secret"
+    assert request["headers"]["x-team"] == "tessy"
+    script = smol_tokenizer.encode(SCRIPT, add_special_tokens=False)
+    assert generation.token_ids == [script[(4 + i) % len(script)] for i in range(4)]
+    assert generation.text == smol_tokenizer.decode(generation.token_ids)
+    assert generation.finish_reason == "length"
+    assert "sk-secret" not in json.dumps(backend.describe())
+
+
+def test_stop_token_is_last_id(server, smol_tokenizer):
+    server.stop_at = 3
+    backend = make(server, smol_tokenizer)
+    generation = generate(backend, context=[1, 2, 3], n=5)
+    assert generation.token_ids == [2] and generation.finish_reason == "stop"
+
+
+def test_logprobs_readback_when_server_ignores_return_token_ids(server, smol_tokenizer):
+    original = server._complete
+
+    def old_vllm(body):  # before return_token_ids existed: the field is ignored
+        body = dict(body, return_token_ids=False) if isinstance(body, dict) else body
+        return original(body)
+
+    server._complete = old_vllm
+    backend = make(server, smol_tokenizer)
+    assert backend.transport == "token_ids" and backend._id_readback == "logprobs"
+    generation = generate(backend, context=[5, 6], n=3)
+    body = completions(server)[-1]["body"]
+    assert body["logprobs"] == 0 and body["return_tokens_as_token_ids"] is True
+    assert "return_token_ids" not in body
+    assert len(generation.token_ids) == 3
+
+
+@pytest.mark.parametrize("refuse_status", [422, 500])
+def test_text_mode_for_servers_that_refuse_token_ids(smol_tokenizer, refuse_status):
+    script = smol_tokenizer.encode(SCRIPT, add_special_tokens=False)
+    with FakeOpenAIServer("smol", script=script, decode=smol_tokenizer.decode, accept_token_ids=False,
+                          refuse_status=refuse_status) as fake:
+        backend = make(fake, smol_tokenizer)
+        assert backend.transport == "text"
+        context = smol_tokenizer.encode("Hello there", add_special_tokens=False)
+        generation = generate(backend, context=context, n=6)
+        assert completions(fake)[-1]["body"] == {
+            "model": "smol", "prompt": "Hello there", "max_tokens": 6, "temperature": 0.5, "top_p": 0.9, "seed": 11,
+            "top_k": 0, "repeat_penalty": 1.0, "stop": ["<|im_end|>"],
+        }
+        assert generation.token_ids == smol_tokenizer.encode(generation.text, add_special_tokens=False)
+        assert 0 < len(generation.token_ids) <= 6
+
+
+def test_readiness_names_the_unreachable_server_and_the_wrong_model(server, smol_tokenizer):
+    with pytest.raises(ServerNotReady, match=r"student server http://127\.0\.0\.1:1 is unreachable"):
+        OpenAIHTTPBackend("smollm2-135m-instruct", "http://127.0.0.1:1", role="student", tokenizer=smol_tokenizer)
+    with pytest.raises(ServerNotReady, match=r"serves \['smol'\], not 'Qwen/Qwen3-8B'"):
+        make(server, smol_tokenizer, served_model_name="Qwen/Qwen3-8B")
+    with pytest.raises(ServerNotReady, match=r"http://127\.0\.0\.1:1 is unreachable"):  # second replica down
+        OpenAIHTTPBackend("m", f"{server.url},http://127.0.0.1:1", role="teacher", tokenizer=smol_tokenizer)
+
+
+def test_missing_tokenizer_says_how_to_provide_it(server, tmp_path):
+    with pytest.raises(TokenizerNotFound, match=r"--teacher\.tokenizer"):
+        OpenAIHTTPBackend(str(tmp_path), server.url, role="teacher")
+
+
+def test_replicas_pin_each_sequence_and_bound_requests_in_flight(smol_tokenizer):
+    with FakeOpenAIServer("smol", latency_s=0.05) as a, FakeOpenAIServer("smol", latency_s=0.05) as b:
+        backend = OpenAIHTTPBackend("m", f"{a.url}, {b.url}/v1", role="student", tokenizer=smol_tokenizer,
+                                    max_in_flight=3)
+
+        async def sample(i):
+            for step in range(3):
+                await backend.generate(f"p{i}/student", [i] * (10 + step), 2, SAMPLING, STOP)
+            backend.release(f"p{i}/student")
+
+        async def run():
+            await asyncio.gather(*(sample(i) for i in range(8)))
+
+        asyncio.run(run())
+        for i in range(8):
+            seen = {name for name, fake in (("a", a), ("b", b))
+                    for r in completions(fake) if r["body"]["prompt"][0] == i and r["body"]["max_tokens"] == 2}
+            assert len(seen) == 1, (i, seen)  # every request of a sample went to one replica
+        assert len(completions(a)) > 1 and len(completions(b)) > 1  # both replicas used
+        events = sorted([(t0, 1) for t0, _ in a.intervals + b.intervals] + [(t1, -1) for _, t1 in a.intervals + b.intervals])
+        running = peak = 0
+        for _, delta in events:
+            running += delta
+            peak = max(peak, running)
+        assert peak == 3  # the bound holds across replicas, and is reached
+        assert all(r.live == 0 for r in backend.replicas)
+
+
+def test_retries_on_faults_honour_retry_after_and_then_succeed(server, smol_tokenizer):
+    backend = make(server, smol_tokenizer, max_retries=5)
+    delays = []
+
+    async def record(delay):
+        delays.append(delay)
+
+    backend._sleep = record
+    server.retry_after = "1.5"
+    server.inject("429", "500", "drop", "malformed")
+    generation = generate(backend, n=3)
+    assert len(generation.token_ids) == 3
+    assert backend.stats.retries == 4
+    assert delays[0] == 1.5  # Retry-After honoured
+    assert all(0 <= d <= 0.5 * 2 ** i for i, d in enumerate(delays[1:], start=1))  # backoff with jitter
+
+
+def test_timeouts_are_retried(server, smol_tokenizer):
+    backend = make(server, smol_tokenizer, timeout_s=0.3, backoff_s=0.01)
+    server.timeout_sleep_s = 1.0
+    server.inject("timeout")
+    assert len(generate(backend, n=2).token_ids) == 2
+    assert backend.stats.errors == {"timeout": 1}
+
+
+def test_no_retry_on_other_4xx(server, smol_tokenizer):
+    backend = make(server, smol_tokenizer)
+    backend.served_model_name = "gone"  # the server answers 404
+    before = len(completions(server))
+    with pytest.raises(ServerError, match="HTTP 404 \\(not retried\\)"):
+        generate(backend)
+    assert len(completions(server)) == before + 1
+
+
+def test_retries_are_bounded_per_request_and_per_sample(server, smol_tokenizer):
+    backend = make(server, smol_tokenizer, max_retries=2, max_sample_retries=3, backoff_s=0.0)
+    server.inject("500", "500", "500")
+    with pytest.raises(ServerError, match="gave up after 2 retries"):
+        generate(backend, seq_id="x/student")
+    backend.release("x/student")  # requeued: the sample's count survives
+    server.inject("500", "500")
+    with pytest.raises(ServerError, match="3 retries for this sample"):
+        generate(backend, seq_id="x/student")
+    server.injected.clear()
+    assert generate(backend, seq_id="other/student").token_ids  # other samples are unaffected
+
+
+def test_context_length_error_lowers_max_context_and_ends_with_no_tokens(smol_tokenizer):
+    with FakeOpenAIServer("smol", max_model_len=50) as fake:
+        backend = make(fake, smol_tokenizer, max_context=1000)  # configured too large
+        generation = generate(backend, context=list(range(45)), n=20)
+        assert backend.max_context == 50
+        assert len(generation.token_ids) == 5  # asked again for what fits
+        assert generate(backend, context=list(range(50)), n=20).token_ids == []
+
+
+# ---- TESSY end to end over HTTP --------------------------------------------------------------
+
+
+def write_prompts(path, n):
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": f"q{i}", "prompt": f"What is {i} plus {i}?"}) + "\n")
+
+
+def http_config(tmp_path, student_url, teacher_url, **overrides):
+    from tessy.config import ModelConfig, SynthesizeConfig
+
+    common = dict(backend="openai", model="smollm2-135m-instruct", k=8, temperature=0.0)
+    config = SynthesizeConfig(
+        input=str(tmp_path / "prompts.jsonl"), output=str(tmp_path / "run"), max_tokens=60,
+        max_answer_tokens=16, concurrency=4, progress=False,
+        student=ModelConfig(url=student_url, **common),
+        teacher=ModelConfig(url=teacher_url, **common),
+    )
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in open(path)] if os.path.exists(path) else []
+
+
+def test_tessy_over_http_writes_records_and_keeps_keys_out(tmp_path, smol_tokenizer, monkeypatch):
+    from tessy.records import validate_record
+    from tessy.runner import synthesize
+
+    script = smol_tokenizer.encode(SCRIPT, add_special_tokens=False)
+    write_prompts(tmp_path / "prompts.jsonl", 3)
+    monkeypatch.setenv("TESSY_TEST_KEY", "sk-from-env")
+    with FakeOpenAIServer("student", script=script, decode=smol_tokenizer.decode, stop_id=2, stop_at=90) as s, \
+            FakeOpenAIServer("teacher", script=script[3:], decode=smol_tokenizer.decode) as t:
+        config = http_config(tmp_path, s.url, t.url)
+        config.student.api_key = "sk-literal"
+        config.teacher.api_key_env = "TESSY_TEST_KEY"
+        s.inject("500", "429")
+        report = synthesize(config)
+        assert report.written == 3 and report.failed == 0
+        assert {r["headers"].get("authorization") for r in s.requests} == {"Bearer sk-literal"}
+        assert {r["headers"].get("authorization") for r in t.requests} == {"Bearer sk-from-env"}
+    records = read_jsonl(tmp_path / "run" / "records.jsonl")
+    assert sorted(r["id"] for r in records) == ["q0", "q1", "q2"]
+    for record in records:
+        validate_record(record)
+        assert {role: m["transport"] for role, m in record["models"].items()} == \
+            {"student": "token_ids", "teacher": "token_ids"}
+        assert {span["role"] for span in record["spans"]} == {"student", "teacher"}
+    for name in ("run.json", "records.jsonl"):
+        text = (tmp_path / "run" / name).read_text()
+        assert "sk-literal" not in text and "sk-from-env" not in text
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["config"]["student"]["api_key"] == "<redacted>"
+
+
+def test_context_error_ends_the_sample_with_reason_context(tmp_path, smol_tokenizer):
+    from tessy.runner import synthesize
+
+    script = smol_tokenizer.encode(SCRIPT, add_special_tokens=False)
+    write_prompts(tmp_path / "prompts.jsonl", 1)
+    with FakeOpenAIServer("student", script=script, decode=smol_tokenizer.decode, max_model_len=60) as s, \
+            FakeOpenAIServer("teacher", script=script, decode=smol_tokenizer.decode, max_model_len=60) as t:
+        config = http_config(tmp_path, s.url, t.url, max_tokens=200)
+        config.student.max_context = config.teacher.max_context = 4096  # wrong: the servers hold 60
+        report = synthesize(config)
+    assert report.written == 1, report
+    assert read_jsonl(tmp_path / "run" / "records.jsonl")[0]["finish_reason"] == "context"
+
+
+def test_killed_run_resumes_against_the_same_servers_exactly_once(tmp_path, smol_tokenizer):
+    script = ",".join(map(str, smol_tokenizer.encode(SCRIPT, add_special_tokens=False)))
+    servers = []
+    for name in ("student", "teacher"):
+        args = [sys.executable, "-m", "tests.fake_openai_server", "--model", name, "--script", script,
+                "--stop-id", "2", "--stop-at", "80", "--fault-rate", "0.1", "--fault-kinds", "429,500,drop,malformed"]
+        servers.append(subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=os.getcwd()))
+    try:
+        urls = [f"http://127.0.0.1:{int(p.stdout.readline())}" for p in servers]
+        write_prompts(tmp_path / "prompts.jsonl", 30)
+        common = ["--student.backend", "openai", "--teacher.backend", "openai", "--student.url", urls[0],
+                  "--teacher.url", urls[1], "--teacher.model", "smollm2-135m-instruct", "--max-tokens", "60",
+                  "--max-answer-tokens", "16", "--concurrency", "4", "--no-progress"]
+        cmd = [sys.executable, "-m", "tessy.cli.main", "synthesize", "--input", str(tmp_path / "prompts.jsonl"),
+               "--output", str(tmp_path / "run"), *common]
+        first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        records = tmp_path / "run" / "records.jsonl"
+        deadline = time.time() + 120
+        while time.time() < deadline and len(read_jsonl(records)) < 5 and first.poll() is None:
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        done_before = len(read_jsonl(records))
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 0, second.stderr[-2000:]
+    finally:
+        for p in servers:
+            p.kill()
+    ids = [r["id"] for r in read_jsonl(records)]
+    failed = {f["id"] for f in read_jsonl(tmp_path / "run" / "failures.jsonl")} - set(ids)
+    assert len(ids) == len(set(ids))  # none twice
+    assert set(ids) | failed == {f"q{i}" for i in range(30)}  # none lost
+    assert done_before < 30
+
+
+def test_example_recipes_are_valid_configs():
+    import glob
+
+    from tessy.config import SynthesizeConfig, config_from_sources
+    from tessy.formats import CHOICES
+
+    examples = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+    paths = sorted(glob.glob(os.path.join(examples, "*", "*.yaml")))
+    assert len(paths) >= 4
+    for path in paths:
+        config = config_from_sources(SynthesizeConfig, path)
+        for role in (config.teacher, config.student):
+            assert role.backend == "openai" and role.url and role.served_model_name
+            assert role.format in CHOICES
