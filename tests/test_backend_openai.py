@@ -18,6 +18,7 @@ from tessy.backends.base import SamplingParams
 from tessy.backends.openai_http import OpenAIHTTPBackend, ServerError, ServerNotReady, TokenizerNotFound
 from tests.fake_openai_server import FakeOpenAIServer
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = " Okay, so the answer is 7 because 3 plus 4 makes 7. Wait, let me check: 3 + 4 = 7."
 SAMPLING = SamplingParams(temperature=0.5, top_p=0.9, seed=11)
 STOP = frozenset({2})
@@ -144,11 +145,14 @@ def test_replicas_pin_each_sequence_and_bound_requests_in_flight(smol_tokenizer)
         for _, delta in events:
             running += delta
             peak = max(peak, running)
-        assert peak == 3  # the bound holds across replicas, and is reached
+        assert 1 < peak <= 3  # the bound holds across replicas (and requests did overlap)
         assert all(r.live == 0 for r in backend.replicas)
 
 
-def test_retries_on_faults_honour_retry_after_and_then_succeed(server, smol_tokenizer):
+@pytest.mark.parametrize("client", ["http1", "httpx"])
+def test_retries_on_faults_honour_retry_after_and_then_succeed(server, smol_tokenizer, monkeypatch, client):
+    if client == "httpx":  # what https servers and proxied URLs use
+        monkeypatch.setattr("tessy.backends.openai_http._direct_http", lambda url: False)
     backend = make(server, smol_tokenizer, max_retries=5)
     delays = []
 
@@ -163,6 +167,38 @@ def test_retries_on_faults_honour_retry_after_and_then_succeed(server, smol_toke
     assert backend.stats.retries == 4
     assert delays[0] == 1.5  # Retry-After honoured
     assert all(0 <= d <= 0.5 * 2 ** i for i, d in enumerate(delays[1:], start=1))  # backoff with jitter
+    assert len(generate(backend, n=2).token_ids) == 2  # the connection pool recovered
+
+
+def test_http1_client_reads_chunked_bodies_and_replaces_closed_connections():
+    from tessy.backends import http1
+
+    connections = []
+
+    async def handle(reader, writer):  # answers one request, chunked, then closes (keep-alive expiry)
+        connections.append(1)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int([l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0].split(b":")[1])
+        body = await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        conn = http1.Connection(f"http://127.0.0.1:{port}", {"Authorization": "Bearer k"}, timeout_s=5)
+        first = await conn.post("/v1/completions", b'{"a": 1}')
+        await asyncio.sleep(0.05)  # the server's FIN arrives
+        second = await conn.post("/v1/completions", b'{"b": 2}')
+        await conn.aclose()
+        server.close()
+        return first, second
+
+    first, second = asyncio.run(main())
+    assert (first.status_code, first.json(), second.json()) == (200, {"a": 1}, {"b": 2})
+    assert len(connections) == 2
 
 
 def test_timeouts_are_retried(server, smol_tokenizer):
@@ -282,7 +318,7 @@ def test_killed_run_resumes_against_the_same_servers_exactly_once(tmp_path, smol
     for name in ("student", "teacher"):
         args = [sys.executable, "-m", "tests.fake_openai_server", "--model", name, "--script", script,
                 "--stop-id", "2", "--stop-at", "80", "--fault-rate", "0.1", "--fault-kinds", "429,500,drop,malformed"]
-        servers.append(subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=os.getcwd()))
+        servers.append(subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=ROOT))
     try:
         urls = [f"http://127.0.0.1:{int(p.stdout.readline())}" for p in servers]
         write_prompts(tmp_path / "prompts.jsonl", 30)
@@ -317,7 +353,7 @@ def test_example_recipes_are_valid_configs():
     from tessy.config import SynthesizeConfig, config_from_sources
     from tessy.formats import CHOICES
 
-    examples = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+    examples = os.path.join(ROOT, "examples")
     paths = sorted(glob.glob(os.path.join(examples, "*", "*.yaml")))
     assert len(paths) >= 4
     for path in paths:

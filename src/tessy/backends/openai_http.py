@@ -1,8 +1,9 @@
 """HTTP backend: a model behind an OpenAI-compatible `/v1/completions` server (vLLM, SGLang, llama.cpp).
 
-Owns: one pooled `httpx.AsyncClient` per server replica, the replica each live sequence is pinned
-to, the bound on requests in flight, retries, and the transport decided at start. Promises, on top
-of `base.Backend`:
+Owns: the connections to each server replica (a free list of keep-alive connections: the lean
+`http1` client for plain http, one-connection `httpx.AsyncClient`s for https or behind a proxy),
+the replica each live sequence is pinned to, the bound on requests in flight, retries, and the
+transport decided at start. Promises, on top of `base.Backend`:
 
 - **Nothing re-tokenized where the server allows it.** In `token_ids` transport the prompt is the
   sample's token ids (a JSON list) and the new ids are read back from the response (vLLM / SGLang
@@ -43,6 +44,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from tessy.backends import http1
 from tessy.backends.base import Backend, Generation, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -364,7 +366,7 @@ class OpenAIHTTPBackend(Backend):
         for replica in self.replicas:
             if replica.loop is asyncio.get_running_loop():
                 for client in replica.idle:
-                    await client.aclose()
+                    await client.aclose()  # httpx clients and http1 connections alike
             replica.idle, replica.loop = [], None
 
     # ---- internals -----------------------------------------------------------------------------
@@ -388,6 +390,8 @@ class OpenAIHTTPBackend(Backend):
             replica.idle, replica.loop = [], loop
         if replica.idle:
             return replica.idle.pop()
+        if _direct_http(replica.url):
+            return http1.Connection(replica.url, self._headers, self.timeout_s, min(self.timeout_s, 30.0))
         import httpx
 
         if self._ssl is None:
@@ -408,7 +412,7 @@ class OpenAIHTTPBackend(Backend):
     async def _post(self, replica: _Replica, seq_id: str, body: dict[str, Any]) -> "dict | _ContextError":
         import httpx
 
-        payload = json.dumps(body, separators=(",", ":"))
+        payload = json.dumps(body, separators=(",", ":")).encode()
         attempt = 0
         while True:
             retry_after = None
@@ -417,10 +421,13 @@ class OpenAIHTTPBackend(Backend):
                 client = self._take_client(replica)
                 try:
                     try:
-                        resp = await client.post("/v1/completions", content=payload)
-                    except httpx.TimeoutException as exc:
+                        if isinstance(client, http1.Connection):
+                            resp = await client.post("/v1/completions", payload)
+                        else:
+                            resp = await client.post("/v1/completions", content=payload)
+                    except (httpx.TimeoutException, http1.Timeout) as exc:
                         fault = f"timeout ({type(exc).__name__})"
-                    except httpx.TransportError as exc:  # refused, reset, dropped mid-response
+                    except (httpx.TransportError, http1.TransportError) as exc:  # refused, reset, dropped
                         fault = f"connection error ({type(exc).__name__}: {exc})"
                     else:
                         status = resp.status_code
@@ -519,6 +526,17 @@ def _ids_from_logprobs(choice: dict) -> list[int] | None:
     if not isinstance(tokens, list) or not all(isinstance(t, str) and t.startswith("token_id:") for t in tokens):
         return None
     return [int(t[len("token_id:"):]) for t in tokens]
+
+
+def _direct_http(url: str) -> bool:
+    """Whether `url` is plain http reached without a proxy (then the lean `http1` client serves it)."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return False
+    return "http" not in urllib.request.getproxies() or bool(urllib.request.proxy_bypass(parts.hostname or ""))
 
 
 def _base_url(url: str) -> str:
