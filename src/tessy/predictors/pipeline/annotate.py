@@ -136,8 +136,6 @@ class LLMAnnotator(Annotator):
         self.calls = 0
 
     async def annotate(self, text: str) -> str:
-        from tessy.backends.base import SamplingParams
-
         party = self.party
         self.calls += 1
         seq_id = f"annotate/{self.calls}"

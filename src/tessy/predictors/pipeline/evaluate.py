@@ -29,11 +29,10 @@ import json
 import random
 from pathlib import Path
 
-from tessy.predictors.base import BoundaryPredictor, SpanQuery, cut_index, fill_whitespace_verdicts
+from tessy.predictors.base import BoundaryPredictor, SpanQuery, cut_index, fill_whitespace_verdicts, piece_bounds
 from tessy.predictors.pipeline.config import EvalConfig
 from tessy.predictors.pipeline.data import (char_mask, parse_roles, pieces_of, range_labels, read_annotations,
                                             select_split, split_paths)
-from tessy.predictors.base import piece_bounds
 
 
 class ChancePredictor(BoundaryPredictor):
