@@ -44,6 +44,13 @@ def run(args: argparse.Namespace) -> int:
     return {"sample": _sample, "annotate": _annotate, "train": _train, "eval": _eval}[args.step](config)
 
 
+def _problems(report) -> int:
+    """Point at the failures and rejects of a run; exit status 1 when samples failed."""
+    if report.failed or report.rejected:
+        print(f"{report.failed} failed, {report.rejected} rejected: see {report.output}/failures.jsonl, rejects.jsonl")
+    return 1 if report.failed else 0
+
+
 def _sample(config: SampleConfig) -> int:
     from tessy.predictors.pipeline.sample import sample
 
@@ -52,9 +59,7 @@ def _sample(config: SampleConfig) -> int:
           f"wrote {report.segments} segments to {report.segments_path}")
     if report.too_short:
         print(f"{report.too_short} responses were shorter than --min-segment-tokens and gave no segment")
-    if report.failed or report.rejected:
-        print(f"{report.failed} failed, {report.rejected} rejected: see {report.output}/failures.jsonl, rejects.jsonl")
-    return 1 if report.failed else 0
+    return _problems(report)
 
 
 def _annotate(config: AnnotateConfig) -> int:
@@ -66,9 +71,7 @@ def _annotate(config: AnnotateConfig) -> int:
           f"({report.spans} spans; {found} of {report.requested} listed phrases located)")
     if report.skipped_done:
         print(f"skipped {report.skipped_done} segments already annotated")
-    if report.failed or report.rejected:
-        print(f"{report.failed} failed, {report.rejected} rejected: see {report.output}/failures.jsonl, rejects.jsonl")
-    return 1 if report.failed else 0
+    return _problems(report)
 
 
 def _train(config: TrainConfig) -> int:
