@@ -115,7 +115,7 @@ def test_parquet_messages_and_nulls(tmp_path):
     pq.write_table(table, tmp_path / "m.parquet")
     out = list(read_prompts(tmp_path / "m.parquet"))
     assert isinstance(out[0], PromptItem) and out[0].messages == msgs[0]
-    assert isinstance(out[1], Reject) and "line 2: missing field 'prompt'" in out[1].reason
+    assert isinstance(out[1], Reject) and "line 2: field 'prompt' is null" in out[1].reason
 
 
 def test_hf_dataset_folder(tmp_path):
@@ -164,5 +164,5 @@ def test_unknown_type_and_missing(tmp_path):
     with pytest.raises(FileNotFoundError):
         read_prompts(tmp_path / "nope.jsonl")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no .jsonl or .parquet"):
+    with pytest.raises(ValueError, match="holds no .jsonl, .json or .parquet"):
         read_prompts(tmp_path / "empty")

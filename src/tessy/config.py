@@ -1,15 +1,23 @@
-"""Typed configuration: dataclasses whose fields carry their own help text.
+"""Typed configuration: dataclasses whose fields carry their own help text and bounds.
 
 The same classes serve the YAML config file and the command line (TRL's pattern): every field
 becomes a flag (`--max-tokens`, nested as `--teacher.model`), a YAML file gives defaults, and
-flags given on the command line override the file. `config_from_sources` does the merge and
-names the offending key or flag when a value is wrong.
+flags given on the command line override the file.
+
+Each field is declared with `option(default, help, min=, max=, gt=, choices=, ...)`: its bounds
+live in the field's metadata, show in `--help`, and are checked in ONE place, `validate`, whatever
+the value's source (YAML, flag or Python). `config_from_sources` merges defaults, YAML and flags,
+then validates: a bad key or value raises `ConfigError` naming every offending field with its
+allowed type and range, before a command has written anything. Rules across fields that do not
+depend on a model (an openai backend needs a url) are a dataclass's `cross_checks()`; rules that
+need the model (e.g. the thinking budget of a thinking format) are checked where it is loaded.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,12 +26,23 @@ from typing import Any
 
 from tessy.models import STUDENT_DEMO, TEACHER_DEMO
 
+#: Constraint keys `option` accepts (all optional): see `describe_bounds`.
+BOUND_KEYS = ("min", "max", "gt", "choices", "aliases", "ignore_case", "values")
 
-def option(default: Any, help: str, **kwargs: Any) -> Any:
-    """A dataclass field with help text (shown by `--help` and in docs)."""
+
+def option(default: Any, help: str, **bounds: Any) -> Any:
+    """A dataclass field with help text and optional bounds, checked by `validate`:
+
+    ``min`` / ``max`` (inclusive), ``gt`` (exclusive lower bound), ``choices`` (allowed strings,
+    plus ``aliases`` also accepted and ``ignore_case``), ``values`` (type of a mapping's values).
+    """
+    unknown = set(bounds) - set(BOUND_KEYS)
+    if unknown:
+        raise TypeError(f"option(): unknown bounds {sorted(unknown)}")
+    metadata = {"help": help, **bounds}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kwargs})
-    return field(default=default, metadata={"help": help, **kwargs})
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 class JsonMapping(dict):
@@ -45,57 +64,87 @@ class JsonMapping(dict):
 #: ModelConfig fields that say where and how fast a model is reached, not what it writes.
 TRANSPORT_FIELDS = ("url", "api_key", "api_key_env", "headers", "max_in_flight", "timeout_s", "max_retries")
 
+#: Accepted names (kept in step with tessy.formats.CHOICES, tessy.methods.METHODS and
+#: tessy.backends.openai_http.PROMPT_MODES by tests; listed here so that --help stays cheap).
+FORMAT_CHOICES = ("auto", "qwen3", "deepseek-r1", "harmony", "plain")
+FORMAT_ALIASES = ("deepseek_r1", "r1", "gpt-oss")
+BACKEND_CHOICES = ("hf", "openai")
+PROMPT_MODE_CHOICES = ("auto", "token_ids", "text")
+METHOD_CHOICES = ("tessy", "teacher-only", "student-only", "teacher-think", "teacher-answer",
+                  "teacher-mix", "teacher-score", "teacher-reference")
+
 
 @dataclass
 class ModelConfig:
     """One side of the collaboration: a model, how it is served, how its spans are cut."""
 
     model: str = option("", "Model: a demo alias (smollm2-135m-instruct, gemma3-270m), a local folder, or a hub name.")
-    format: str = option("auto", "Chat format: auto, qwen3, deepseek-r1, harmony or plain.")
+    format: str = option("auto", "Chat format (auto detects it from the tokenizer).",
+                         choices=FORMAT_CHOICES, aliases=FORMAT_ALIASES, ignore_case=True)
     backend: str = option("hf", "Backend: hf (in-process transformers) or openai (an OpenAI-compatible server: "
-                                "vLLM, SGLang, llama.cpp; see the url, served_model_name and tokenizer options).")
+                                "vLLM, SGLang, llama.cpp; see the url, served_model_name and tokenizer options).",
+                          choices=BACKEND_CHOICES)
     device: str = option("auto", "Device for the hf backend: auto, cpu or cuda.")
     predictor: str = option("lexicon", "Boundary predictor: 'lexicon' or a token-classification checkpoint folder.")
-    k: int = option(20, "Tokens generated per step before the predictor cuts (the paper's k).")
-    temperature: float = option(0.7, "Sampling temperature (0 = greedy).")
-    top_p: float = option(0.95, "Nucleus sampling threshold.")
-    top_k: int = option(0, "Top-k sampling (0 = off).")
-    max_context: int = option(0, "Context limit in this model's tokens (0 = from the model config).")
-    max_batch: int = option(8, "Most sequences one forward pass decodes together (hf backend).")
+    k: int = option(20, "Tokens generated per step before the predictor cuts (the paper's k).", min=1)
+    temperature: float = option(0.7, "Sampling temperature (0 = greedy).", min=0)
+    top_p: float = option(0.95, "Nucleus sampling threshold.", gt=0, max=1)
+    top_k: int = option(0, "Top-k sampling (0 = off).", min=0)
+    max_context: int = option(0, "Context limit in this model's tokens (0 = from the model config).", min=0)
+    max_batch: int = option(8, "Most sequences one forward pass decodes together (hf backend).", min=1)
     # The openai backend (tessy.backends.openai_http): a model behind /v1/completions.
     url: str = option("", "openai backend: server base URL; several comma-separated URLs are replicas.")
     served_model_name: str = option("", "openai backend: model name sent to the server (empty = the one it serves).")
     tokenizer: str = option("", "openai backend: local tokenizer (folder, cached hub name or demo alias; empty = model).")
-    prompt_mode: str = option("auto", "openai backend: auto, token_ids (vLLM, SGLang) or text (llama.cpp).")
+    prompt_mode: str = option("auto", "openai backend: token_ids (vLLM, SGLang), text (llama.cpp) or auto (probe).",
+                              choices=PROMPT_MODE_CHOICES)
     api_key_env: str = option("", "openai backend: environment variable holding the API key (never written anywhere).")
     api_key: str = option("", "openai backend: API key given literally (prefer api_key_env; redacted from run.json).")
-    headers: JsonMapping = option({}, "openai backend: extra HTTP headers (a YAML mapping or a JSON object).")
+    headers: JsonMapping = option({}, "openai backend: extra HTTP headers (a YAML mapping or a JSON object).",
+                                  values=str)
     extra_body: JsonMapping = option({}, "openai backend: extra fields merged into every request body (e.g. min_p).")
-    max_in_flight: int = option(256, "openai backend: most requests of this role in flight at once (all replicas).")
-    timeout_s: float = option(600.0, "openai backend: seconds before a request times out (it is then retried).")
-    max_retries: int = option(5, "openai backend: retries per request on timeouts, connection errors, 429 and 5xx.")
+    max_in_flight: int = option(256, "openai backend: most requests of this role in flight at once (all replicas).",
+                                min=1)
+    timeout_s: float = option(600.0, "openai backend: seconds before a request times out (it is then retried).", gt=0)
+    max_retries: int = option(5, "openai backend: retries per request on timeouts, connection errors, 429 and 5xx.",
+                              min=0)
+
+    def cross_checks(self) -> list[tuple[str, str]]:
+        """(field, problem) pairs for rules across fields."""
+        if self.backend != "openai" or not isinstance(self.url, str):
+            return []
+        urls = [part.strip() for part in self.url.split(",") if part.strip()]
+        if not urls:
+            return [("url", "the openai backend needs the server's base URL (e.g. http://localhost:8000)")]
+        bad = [u for u in urls if not u.lower().startswith(("http://", "https://"))]
+        if bad:
+            return [("url", f"expected http:// or https:// URLs, got {bad[0]!r}")]
+        return []
 
 
 @dataclass
 class SynthesizeConfig:
     """`tessy synthesize`: prompts in, cooperative records out."""
 
-    input: str = option("", "Prompts: a JSONL or Parquet file, or a local Hugging Face dataset folder.")
+    input: str = option("", "Prompts: a JSONL, JSON or Parquet file, or a local Hugging Face dataset folder.")
     output: str = option("runs/tessy", "Output folder (records.jsonl, failures.jsonl, rejects.jsonl, run.json).")
-    method: str = option("tessy", "Data method: tessy, teacher-only, student-only, teacher-think, teacher-answer, "
-                                  "teacher-mix, teacher-score or teacher-reference.")
-    candidates: int = option(5, "teacher-score: student candidates per prompt; the teacher scores each, the best is kept.")
+    method: str = option("tessy", "Data method (see the README's methods table).", choices=METHOD_CHOICES)
+    candidates: int = option(5, "teacher-score: student candidates per prompt; the teacher scores each, the best is kept.",
+                             min=1)
     prompt_field: str = option("prompt", "Input field holding the prompt text.")
     messages_field: str = option("messages", "Input field holding a chat messages list (used when present).")
     id_field: str = option("id", "Input field holding a sample id (a hash of the prompt when absent).")
+    split: str = option("", "Split to read from a Hugging Face dataset folder (empty = its only split, or train).")
     system_prompt: str = option("", "System message prepended to every prompt (empty = none).")
-    limit: int = option(0, "Use only the first N prompts (0 = all).")
-    concurrency: int = option(8, "Samples in flight at once.")
-    max_tokens: int = option(2048, "Most response tokens per sample (student tokenizer), thinking and answer.")
-    max_answer_tokens: int = option(512, "Most tokens of the final answer (student's own tokens).")
-    max_spans: int = option(400, "Most spans per sample before it ends with reason max_spans.")
-    max_attempts: int = option(3, "Attempts per sample across runs before it stays in failures.")
-    seed: int = option(0, "Base seed; each sample's sampling seed derives from it and the sample id.")
+    max_prompt_chars: int = option(200_000, "Longest prompt in characters (all turns); a longer one is rejected "
+                                            "before it is tokenized.", min=1)
+    limit: int = option(0, "Use only the first N prompts (0 = all).", min=0)
+    concurrency: int = option(8, "Samples in flight at once.", min=1)
+    max_tokens: int = option(2048, "Most response tokens per sample (student tokenizer), thinking and answer.", min=1)
+    max_answer_tokens: int = option(512, "Most tokens of the final answer (student's own tokens).", min=1)
+    max_spans: int = option(400, "Most spans per sample before it ends with reason max_spans.", min=1)
+    max_attempts: int = option(3, "Attempts per sample across runs before it stays in failures.", min=1)
+    seed: int = option(0, "Base seed; each sample's sampling seed derives from it and the sample id.", min=0)
     overwrite: bool = option(False, "Start the output folder afresh even if it holds another config's run.")
     progress: bool = option(True, "Show a progress bar.")
     teacher: ModelConfig = field(
@@ -110,7 +159,8 @@ class SynthesizeConfig:
     def data_fields(self) -> dict[str, Any]:
         """The fields that shape the data (fingerprinted); paths and speed knobs are left out."""
         shaping = dataclasses.asdict(self)
-        for key in ("input", "output", "limit", "concurrency", "overwrite", "progress", "max_attempts"):
+        for key in ("input", "output", "limit", "concurrency", "overwrite", "progress", "max_attempts",
+                    "split", "max_prompt_chars"):
             shaping.pop(key)
         if self.method != "teacher-score":
             shaping.pop("candidates")  # only teacher-score reads it; other runs keep their fingerprint
@@ -123,9 +173,19 @@ class SynthesizeConfig:
                     shaping[role].pop(key)
         return shaping
 
+    def cross_checks(self) -> list[tuple[str, str]]:
+        problems = []
+        for key in ("prompt_field", "messages_field", "id_field"):
+            if isinstance(getattr(self, key), str) and not getattr(self, key).strip():
+                problems.append((key, "must not be empty"))
+        return problems
+
 
 class ConfigError(ValueError):
     """A config file or flag has a bad key or value."""
+
+
+# ---------------------------------------------------------------------------- validation
 
 
 def _field_type(cls: type, f: dataclasses.Field) -> Any:
@@ -136,9 +196,163 @@ def _is_nested(tp: Any) -> bool:
     return dataclasses.is_dataclass(tp)
 
 
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def describe_bounds(meta: typing.Mapping[str, Any]) -> str:
+    """The allowed range of a field in words ('at least 1', 'one of: a, b'); '' when unbounded."""
+    if meta.get("choices"):
+        return "one of: " + ", ".join(meta["choices"])
+    lo, hi, gt = meta.get("min"), meta.get("max"), meta.get("gt")
+    if gt is not None and hi is not None:
+        return f"greater than {_number(gt)} and at most {_number(hi)}"
+    if gt is not None:
+        return f"greater than {_number(gt)}"
+    if lo is not None and hi is not None:
+        return f"from {_number(lo)} to {_number(hi)}"
+    if lo is not None:
+        return f"at least {_number(lo)}"
+    if hi is not None:
+        return f"at most {_number(hi)}"
+    return ""
+
+
+def _type_words(tp: Any) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        tp, "a mapping (a YAML mapping, or a JSON object on the command line)" if tp is JsonMapping
+        else getattr(tp, "__name__", str(tp)))
+
+
+def _show(value: Any) -> str:
+    """A value as the user wrote it (YAML spelling for null and booleans)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_type(value: Any, tp: Any, meta: typing.Mapping[str, Any]) -> Any:
+    """The value converted to `tp` (an int 3 for a float field, a JSON text for a mapping), or
+    raise ValueError saying what was expected."""
+    if isinstance(tp, types.UnionType):  # `X | None`: None is allowed, anything else must be an X
+        if value is None:
+            return None
+        tp = next(t for t in typing.get_args(tp) if t is not type(None))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ValueError(f"expected a finite number, got {_show(value)}")
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is JsonMapping:
+        if isinstance(value, (dict, str)):
+            try:
+                mapping = JsonMapping(value)
+            except ValueError:
+                mapping = None
+            if mapping is not None:
+                bad_key = next((k for k in mapping if not isinstance(k, str)), None)
+                if bad_key is not None:
+                    raise ValueError(f"keys must be strings, got {_show(bad_key)}")
+                want = meta.get("values")
+                bad = next((k for k, v in mapping.items() if want and not isinstance(v, want)), None)
+                if bad is not None:
+                    raise ValueError(f"the value of {bad!r} must be {_type_words(want)}, got {_show(mapping[bad])}")
+                return mapping
+    else:
+        return value
+    what = _type_words(tp)
+    bounds = describe_bounds(meta)
+    if bounds and not meta.get("choices"):
+        what += f" {bounds}"
+    elif meta.get("choices"):
+        what = bounds
+    raise ValueError(f"expected {what}, got {_show(value)}")
+
+
+def _check_bounds(value: Any, meta: typing.Mapping[str, Any], shown: Any = None) -> str | None:
+    """A problem with an already typed value (`shown` as the user wrote it), or None."""
+    shown = value if shown is None else shown
+    choices = meta.get("choices")
+    if choices:
+        allowed = tuple(choices) + tuple(meta.get("aliases", ()))
+        key = value.strip().lower() if meta.get("ignore_case") else value
+        return None if key in allowed else f"expected one of: {', '.join(choices)}; got {_show(shown)}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    lo, hi, gt = meta.get("min"), meta.get("max"), meta.get("gt")
+    if (lo is not None and value < lo) or (hi is not None and value > hi) or (gt is not None and value <= gt):
+        kind = "an integer" if isinstance(value, int) else "a number"
+        return f"expected {kind} {describe_bounds(meta)}, got {_show(shown)}"
+    return None
+
+
+def validate(config: Any, sources: typing.Mapping[str, str] | None = None) -> Any:
+    """Check every field of `config` (recursively) against its type and bounds, and the class's
+    `cross_checks`; convert values in place where harmless (3 -> 3.0 for a float). Raise one
+    `ConfigError` listing every problem as ``where: field: problem``; return `config` when fine.
+
+    `sources` maps a dotted field name to where its value came from (a YAML path or a flag)."""
+    problems: list[str] = []
+    sources = sources or {}
+
+    def label(name: str) -> str:  # '--teacher.k', 'run.yaml: teacher.k' or 'teacher.k'
+        origin = sources.get(name, "")
+        return origin if origin.startswith("--") else f"{origin}: {name}" if origin else name
+
+    def walk(obj: Any, prefix: str) -> None:
+        cls = type(obj)
+        for f in dataclasses.fields(cls):
+            name = prefix + f.name
+            tp = _field_type(cls, f)
+            value = getattr(obj, f.name)
+            if _is_nested(tp):
+                if isinstance(value, tp):
+                    walk(value, name + ".")
+                else:
+                    problems.append(f"{label(name)}: expected a mapping of {tp.__name__} settings")
+                continue
+            try:
+                typed = _check_type(value, tp, f.metadata)
+            except ValueError as exc:
+                problems.append(f"{label(name)}: {exc}")
+                continue
+            setattr(obj, f.name, typed)
+            problem = _check_bounds(typed, f.metadata, shown=value)
+            if problem:
+                problems.append(f"{label(name)}: {problem}")
+        if not problems and hasattr(obj, "cross_checks"):
+            for key, problem in obj.cross_checks():
+                problems.append(f"{label(prefix + key)}: {problem}")
+
+    walk(config, "")
+    if problems:
+        if len(problems) == 1:
+            raise ConfigError(f"bad setting: {problems[0]}")
+        raise ConfigError(f"{len(problems)} bad settings:\n  " + "\n  ".join(problems))
+    return config
+
+
+# ---------------------------------------------------------------------------- sources
+
+
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
     """Add one flag per field of `cls` (recursively for nested configs). Defaults are left unset
-    so that only flags actually given override the YAML file."""
+    so that only flags actually given override the YAML file; types and bounds are checked by
+    `validate`, except that argparse already refuses a non-number for a number flag."""
     for f in dataclasses.fields(cls):
         tp = _field_type(cls, f)
         name = f"{prefix}{f.name}"
@@ -146,15 +360,21 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, prefix: 
             add_dataclass_arguments(parser, tp, prefix=f"{name}.")
             continue
         flag = "--" + name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else None
-        help_text = f"{f.metadata.get('help', '')} (default: {default!r})"
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        bounds = describe_bounds(f.metadata)
+        help_text = f"{f.metadata.get('help', '')} (default: {default!r}{'; ' + bounds if bounds else ''})"
+        help_text = help_text.replace("%", "%%")
         if tp is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif tp is JsonMapping:  # parsed by validate, which names the field when the JSON is bad
+            parser.add_argument(flag, dest=name, type=str, default=None, help=help_text, metavar="JSON")
         else:
             parser.add_argument(flag, dest=name, type=tp, default=None, help=help_text, metavar=tp.__name__.upper())
 
 
-def _apply(obj: Any, values: dict[str, Any], where: str) -> None:
+def _apply(obj: Any, values: dict[str, Any], where: str, sources: dict[str, str], origin: str,
+           prefix: str = "") -> None:
+    """Set the given values (raw: `validate` checks them) and note where each came from."""
     cls = type(obj)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key, value in values.items():
@@ -162,47 +382,35 @@ def _apply(obj: Any, values: dict[str, Any], where: str) -> None:
         if attr not in fields:
             raise ConfigError(f"{where}: unknown key {key!r}; known keys: {', '.join(sorted(fields))}")
         tp = _field_type(cls, fields[attr])
+        name = prefix + attr
         if _is_nested(tp):
             if not isinstance(value, dict):
-                raise ConfigError(f"{where}: {key!r} must be a mapping of {tp.__name__} fields")
-            _apply(getattr(obj, attr), value, f"{where}.{key}")
+                raise ConfigError(f"{where}: {key!r} must be a mapping of {tp.__name__} settings, got {_show(value)}")
+            _apply(getattr(obj, attr), value, f"{where}.{key}", sources, origin, name + ".")
             continue
-        setattr(obj, attr, _coerce(value, tp, f"{where}.{key}"))
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    if isinstance(tp, types.UnionType) or value is None:
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    if tp in (int, float, str):
-        if tp is int and isinstance(value, bool):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        try:
-            return tp(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}") from None
-    return value
+        setattr(obj, attr, value)
+        sources[name] = origin or "--" + name.replace("_", "-")
 
 
 def config_from_sources(cls: type, yaml_path: str | None = None, flags: dict[str, Any] | None = None) -> Any:
-    """Defaults, then the YAML file, then flags given on the command line (dotted names)."""
+    """Defaults, then the YAML file, then flags given on the command line (dotted names); then
+    `validate` (ConfigError naming the field, its source and the allowed range)."""
     config = cls()
+    sources: dict[str, str] = {}
     if yaml_path:
         import yaml
 
         path = Path(yaml_path)
-        if not path.exists():
-            raise ConfigError(f"config file {yaml_path} does not exist")
+        if not path.is_file():
+            raise ConfigError(f"config file {yaml_path} does not exist" if not path.exists()
+                              else f"config file {yaml_path} is not a file")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{yaml_path}: not valid YAML: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{yaml_path}: the top level must be a mapping of settings")
-        _apply(config, data, yaml_path)
+        _apply(config, data, yaml_path, sources, origin=yaml_path)
     nested: dict[str, Any] = {}
     for dotted, value in (flags or {}).items():
         if value is None:
@@ -212,5 +420,5 @@ def config_from_sources(cls: type, yaml_path: str | None = None, flags: dict[str
         for parent in parents:
             target = target.setdefault(parent, {})
         target[leaf] = value
-    _apply(config, nested, "command line")
-    return config
+    _apply(config, nested, "command line", sources, origin="")
+    return validate(config, sources)
