@@ -59,7 +59,7 @@ def fake_servers(*specs: dict):
 
 def bench_client(samples: int, steps: int) -> dict:
     from tessy.backends.base import SamplingParams
-    from tessy.backends.openai_http import OpenAIHTTPBackend
+    from tessy.backends.openai import OpenAIHTTPBackend
     from tessy.models import load_tokenizer
 
     tokenizer = load_tokenizer("smollm2-135m-instruct")

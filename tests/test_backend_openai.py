@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tessy.backends.base import SamplingParams
-from tessy.backends.openai_http import OpenAIHTTPBackend, ServerError, ServerNotReady, TokenizerNotFound
+from tessy.backends.openai import OpenAIHTTPBackend, ServerError, ServerNotReady, TokenizerNotFound
 from tests.fake_openai_server import FakeOpenAIServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -146,13 +146,13 @@ def test_replicas_pin_each_sequence_and_bound_requests_in_flight(smol_tokenizer)
             running += delta
             peak = max(peak, running)
         assert 1 < peak <= 3  # the bound holds across replicas (and requests did overlap)
-        assert all(r.live == 0 for r in backend.replicas)
+        assert all(r.live == 0 for r in backend.replicas.replicas)
 
 
 @pytest.mark.parametrize("client", ["http1", "httpx"])
 def test_retries_on_faults_honour_retry_after_and_then_succeed(server, smol_tokenizer, monkeypatch, client):
     if client == "httpx":  # what https servers and proxied URLs use
-        monkeypatch.setattr("tessy.backends.openai_http._direct_http", lambda url: False)
+        monkeypatch.setattr("tessy.backends.openai.backend._direct_http", lambda url: False)
     backend = make(server, smol_tokenizer, max_retries=5)
     delays = []
 
@@ -168,6 +168,30 @@ def test_retries_on_faults_honour_retry_after_and_then_succeed(server, smol_toke
     assert delays[0] == 1.5  # Retry-After honoured
     assert all(0 <= d <= 0.5 * 2 ** i for i, d in enumerate(delays[1:], start=1))  # backoff with jitter
     assert len(generate(backend, n=2).token_ids) == 2  # the connection pool recovered
+
+
+@pytest.mark.parametrize("client", ["http1", "httpx"])
+def test_a_cancelled_request_never_hands_its_answer_to_the_next_one(server, smol_tokenizer, monkeypatch, client):
+    """A sample task cancelled while its answer is on the way must not leave the connection in
+    the pool: the next request on it would read the cancelled request's answer as its own."""
+    if client == "httpx":
+        monkeypatch.setattr("tessy.backends.openai.backend._direct_http", lambda url: False)
+    backend = make(server, smol_tokenizer)
+    script = smol_tokenizer.encode(SCRIPT, add_special_tokens=False)
+    server.latency_s = 0.3  # every answer takes a while
+
+    async def main():
+        sent = len(completions(server))
+        first = asyncio.create_task(backend.generate("a/student", [1] * 10, 4, SAMPLING, STOP))
+        while len(completions(server)) == sent:  # the request is on the wire, its answer not yet
+            await asyncio.sleep(0.01)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        return await backend.generate("b/student", [1] * 20, 4, SAMPLING, STOP)
+
+    second = asyncio.run(main())
+    assert second.token_ids == [script[(20 + i) % len(script)] for i in range(4)]  # its own answer
 
 
 def test_http1_client_reads_chunked_bodies_and_replaces_closed_connections():
@@ -206,7 +230,7 @@ def test_timeouts_are_retried(server, smol_tokenizer):
     server.timeout_sleep_s = 1.0
     server.inject("timeout")
     assert len(generate(backend, n=2).token_ids) == 2
-    assert backend.stats.errors == {"timeout": 1}
+    assert backend.stats.faults == {"timeout": 1}
 
 
 def test_no_retry_on_other_4xx(server, smol_tokenizer):

@@ -71,3 +71,8 @@ class Backend(ABC):
 
     async def aclose(self) -> None:
         """Free resources held by the backend."""
+
+
+class ServersUnavailable(RuntimeError):
+    """No server of a role answered within the configured wait (every replica down). Not the
+    sample's fault: a runner stops taking samples and does not count it as a failed attempt."""

@@ -12,8 +12,9 @@ Promises:
 - a response has httpx's attribute names (`status_code`, `headers.get`, `content`, `text`,
   `json()`), so callers handle both clients alike;
 - failures raise `TransportError` (refused, reset, closed or garbled mid-response) or `Timeout`
-  (the whole request took longer than `timeout_s`), and leave the connection closed; the next
-  `post` opens a fresh one. A kept connection the server has closed meanwhile (its keep-alive
+  (the whole request took longer than `timeout_s`), and leave the connection closed; so does a
+  `post` that is cancelled (`asyncio.CancelledError`) mid-exchange, whose answer would otherwise
+  be read by the next request. The next `post` opens a fresh connection. A kept connection the server has closed meanwhile (its keep-alive
   timeout) is seen before reuse and replaced, never sent on; nothing is retried here.
 """
 
@@ -79,6 +80,9 @@ class Connection:
             if isinstance(exc, TransportError):
                 raise
             raise TransportError(f"{type(exc).__name__}: {exc}") from None
+        except BaseException:  # cancelled mid-exchange: the answer may still arrive on this socket
+            self.close()
+            raise
 
     async def _connect(self) -> None:
         self.close()

@@ -1,0 +1,19 @@
+"""The OpenAI-compatible HTTP backend (vLLM, SGLang, llama.cpp behind `/v1/completions`).
+
+- `backend.py`: `OpenAIHTTPBackend`, the `base.Backend` over HTTP (request bodies, the send loop);
+- `probe.py`: readiness at start (served model, transport) and the breaker's probe;
+- `retry.py`: which faults are retried, backoff with jitter, Retry-After, the retry budgets;
+- `parse.py`: ids, text and finish reason from an answer; context-length and error bodies;
+- `replicas.py`: connections (never reused after a cancelled or failed request), pinning of
+  sequences to replicas, and the circuit breaker that turns a dead server into a bounded wait.
+
+Importing this package imports neither httpx nor transformers (they load when used).
+"""
+
+from tessy.backends.base import ServersUnavailable
+from tessy.backends.openai.backend import HTTPStats, OpenAIHTTPBackend, TokenizerNotFound, load_http_tokenizer
+from tessy.backends.openai.probe import ServerNotReady
+from tessy.backends.openai.retry import ServerError
+
+__all__ = ["HTTPStats", "OpenAIHTTPBackend", "ServerError", "ServerNotReady", "ServersUnavailable",
+           "TokenizerNotFound", "load_http_tokenizer"]

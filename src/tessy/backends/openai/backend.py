@@ -1,0 +1,413 @@
+"""`OpenAIHTTPBackend`: a model behind an OpenAI-compatible `/v1/completions` server (vLLM, SGLang,
+llama.cpp), built on `probe` (readiness), `retry` (policy), `parse` (answers) and `replicas`
+(connections, pinning, circuit breaker).
+
+Owns one role's requests: their bodies, the bound on requests in flight, and the loop that sends,
+retries and reads them. Promises, on top of `base.Backend`:
+
+- **Nothing re-tokenized where the server allows it.** In `token_ids` transport the prompt is the
+  sample's token ids and the new ids are read back exactly (`return_token_ids`, or logprobs);
+  their text is for show, the engine decodes ids itself. A server that takes ids but returns none
+  gives `token_ids+text_out`; one that takes text only (llama.cpp) gives `text`: the context is
+  decoded and sent as text and the returned text is tokenized locally, cut back to a whole
+  character (see `parse.ids_from_text`). `transport` says which.
+- **Readiness at start** (`check_ready`, run by the constructor; see `probe`). `served_model` is the
+  model id the server reports (`served_root` its weights, when the server says), also when no
+  `served_model_name` is configured; `describe()` carries both.
+- **At most `max_in_flight` requests** of this role at once across replicas; a request waiting out
+  a backoff or waiting for a server holds no slot.
+- **Faults** are retried by `retry.RetryPolicy`; a dead server trips its replica's breaker and
+  `generate` waits for a server (up to `unavailable_wait_s`, then `base.ServersUnavailable`)
+  instead of spending retries (see `replicas`). A context-length refusal lowers `max_context` to
+  the server's limit and answers with no tokens, so the engine ends the sample with "context".
+- **Connections** are reused only after a complete exchange: a cancelled or failed request closes
+  its connection (see `replicas`).
+- **Secrets**: the API key travels only in the `Authorization` header, URL userinfo only as Basic
+  auth; `describe()`, log lines and exception messages show URLs redacted and run error text
+  through `tessy.secrets.redact_text`.
+- **Live counters** in `stats`: requests, retries, faults by kind, replicas down, breaker trips,
+  requests waiting for a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from tessy.backends import http1
+from tessy.backends.base import Backend, Generation, SamplingParams
+from tessy.backends.openai import parse, probe
+from tessy.backends.openai.replicas import Replica, ReplicaSet
+from tessy.backends.openai.retry import RetryPolicy, ServerError, fault_kind, is_retryable_status, retry_after
+from tessy.secrets import header_secrets, redact_text, redact_url
+
+log = logging.getLogger(__name__)
+
+PROMPT_MODES = ("auto", "token_ids", "text")
+
+
+class TokenizerNotFound(RuntimeError):
+    """The model's tokenizer is not available locally."""
+
+
+@dataclass
+class HTTPStats:
+    """Live counters (read them any time, e.g. for a progress line)."""
+
+    requests: int = 0  # HTTP requests sent (retries included)
+    completions: int = 0  # generate calls answered
+    retries: int = 0  # retries charged to a request's budget
+    faults: dict[str, int] = field(default_factory=dict)  # faults seen, by kind ("timeout", "HTTP 503"…)
+    context_errors: int = 0
+    prompt_tokens: int = 0  # context tokens sent
+    completion_tokens: int = 0
+    replicas_down: int = 0  # replicas whose breaker is open now
+    breaker_trips: int = 0
+    waiting: int = 0  # requests waiting for any server of the role to answer
+
+    @property
+    def faults_total(self) -> int:
+        return sum(self.faults.values())
+
+
+def load_http_tokenizer(spec: str, role: str = "model") -> Any:
+    """The tokenizer for `spec` (demo alias, folder or cached hub name), or a clear error."""
+    from transformers import AutoTokenizer
+
+    from tessy.models import ModelNotFound, resolve_model
+
+    try:
+        return AutoTokenizer.from_pretrained(resolve_model(spec))
+    except (OSError, ValueError, ModelNotFound) as exc:
+        raise TokenizerNotFound(
+            f"{role}: the HTTP backend needs the tokenizer of {spec!r} locally and could not load it "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). Give "
+            f"--{role}.tokenizer a folder holding tokenizer.json / tokenizer_config.json (for example "
+            f"`huggingface-cli download {spec} --include 'tokenizer*' --local-dir DIR` on a machine "
+            "with hub access, then copy DIR here), or a hub name already in the local Hugging Face cache."
+        ) from None
+
+
+class OpenAIHTTPBackend(Backend):
+    """A model served over `/v1/completions` (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: str,
+        urls: list[str] | str,
+        *,
+        role: str = "model",
+        tokenizer: Any = None,
+        served_model_name: str = "",
+        api_key: str = "",
+        headers: dict[str, str] | None = None,
+        extra_body: dict[str, Any] | None = None,
+        prompt_mode: str = "auto",
+        max_context: int = 0,
+        max_in_flight: int = 256,
+        timeout_s: float = 600.0,
+        max_retries: int = 5,
+        max_sample_retries: int | None = None,
+        backoff_s: float = 0.5,
+        unavailable_wait_s: float = 300.0,
+        breaker_threshold: int = 3,
+        check: bool = True,
+    ):
+        if isinstance(urls, str):
+            urls = [u for u in (part.strip() for part in urls.split(",")) if u]
+        if not urls:
+            raise ValueError(f"{role}.url: give the server's base URL (e.g. http://localhost:8000)")
+        if prompt_mode not in PROMPT_MODES:
+            raise ValueError(f"{role}.prompt_mode: {prompt_mode!r}; expected one of {', '.join(PROMPT_MODES)}")
+        self.role = role
+        self.model_name = model
+        self.tokenizer = tokenizer if tokenizer is not None and not isinstance(tokenizer, str) else \
+            load_http_tokenizer(tokenizer or model, role)
+        self.served_model_name = served_model_name
+        self.served_model = served_model_name  # what the server reports, once checked
+        self.served_root = ""
+        self._headers = {"Content-Type": "application/json", **(headers or {})}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        replicas, userinfos = [], []
+        for url in urls:
+            url, userinfo = _base_url(url)
+            if userinfo:
+                userinfos += [userinfo, userinfo.partition(":")[2]]
+                if not any(k.lower() == "authorization" for k in self._headers):
+                    self._headers["Authorization"] = "Basic " + base64.b64encode(userinfo.encode()).decode()
+            replicas.append(Replica(url, redact_url(url)))
+        # Every value that must never reach a message: the key, secret headers, URL userinfo.
+        self._secrets = [api_key, *header_secrets(self._headers), *userinfos]
+        self.extra_body = dict(extra_body or {})
+        self.prompt_mode = prompt_mode
+        self.transport = "token_ids" if prompt_mode == "token_ids" else "text" if prompt_mode == "text" else ""
+        self._id_readback = "return_token_ids"  # or "logprobs" or "text"
+        self.max_in_flight = max(1, int(max_in_flight))
+        self.timeout_s = float(timeout_s)
+        self.retry = RetryPolicy(max_retries, max_sample_retries, backoff_s)
+        self.stats = HTTPStats()
+        self.replicas = ReplicaSet(replicas, role=role, stats=self.stats, connect=self._connect,
+                                   ping=self._ping, threshold=breaker_threshold, wait_s=unavailable_wait_s)
+        self.max_context = int(max_context or 0)
+        self._slots: asyncio.Semaphore | None = None
+        self._slots_loop: Any = None
+        self._sleep = asyncio.sleep  # backoff waits (tests record them)
+        self._ssl: Any = None
+        logging.getLogger("httpx").setLevel(max(logging.getLogger("httpx").level, logging.WARNING))
+        if check:
+            self.check_ready()
+        if not self.transport:
+            self.transport = "token_ids"
+        if not self.max_context:
+            limit = getattr(self.tokenizer, "model_max_length", 0) or 0
+            self.max_context = int(limit) if 0 < limit <= 10_000_000 else 4096
+            log.info("%s: max_context %d (from the tokenizer; set max_context to override)", role, self.max_context)
+
+    @classmethod
+    def from_config(cls, role: str, config: Any) -> "OpenAIHTTPBackend":
+        """Build from a `tessy.config.ModelConfig` (the `openai` backend)."""
+        api_key = config.api_key
+        if config.api_key_env:
+            api_key = os.environ.get(config.api_key_env, "")
+            if not api_key:
+                raise ValueError(f"{role}.api_key_env: environment variable {config.api_key_env} is not set")
+        return cls(
+            config.model, config.url, role=role, tokenizer=config.tokenizer or None,
+            served_model_name=config.served_model_name, api_key=api_key,
+            headers=dict(config.headers or {}), extra_body=dict(config.extra_body or {}),
+            prompt_mode=config.prompt_mode, max_context=config.max_context,
+            max_in_flight=config.max_in_flight, timeout_s=config.timeout_s, max_retries=config.max_retries,
+            unavailable_wait_s=getattr(config, "unavailable_wait_s", 300.0),
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """What a record or log may say about this backend (no secrets)."""
+        return {"urls": [r.shown for r in self.replicas.replicas], "served_model": self.served_model,
+                "served_root": self.served_root, "served_model_name": self.served_model_name,
+                "transport": self.transport, "max_context": self.max_context}
+
+    def check_ready(self) -> None:
+        """Ask every replica what it serves, and (auto mode) which transport it speaks; see `probe`."""
+        ready = probe.check_ready(
+            self.replicas.replicas, role=self.role, headers=self._headers, timeout_s=self.timeout_s,
+            model_name=self.model_name, served_model_name=self.served_model_name,
+            probe_transport=self.prompt_mode == "auto",
+            probe_ids=self.tokenizer.encode("Hello", add_special_tokens=False)[:1] or [0],
+            max_retries=self.retry.max_retries, backoff_s=self.retry.backoff_s, secrets=self._secrets)
+        self.served_model_name = self.served_model = ready.served_model
+        self.served_root = ready.served_root
+        if not self.max_context and ready.max_model_len:
+            self.max_context = ready.max_model_len
+        if ready.transport:
+            self.transport, self._id_readback = ready.transport, ready.readback
+
+    # ---- the interface -------------------------------------------------------------------------
+
+    def request_body(self, context_ids: list[int], max_new_tokens: int, sampling: SamplingParams,
+                     stop_token_ids: frozenset[int]) -> dict[str, Any]:
+        """The JSON body of one completion request (the payload tests compare it exactly)."""
+        body: dict[str, Any] = {"model": self.served_model_name, "max_tokens": int(max_new_tokens),
+                                "temperature": float(sampling.temperature), "top_p": float(sampling.top_p)}
+        if sampling.seed is not None:
+            body["seed"] = int(sampling.seed)
+        if self.transport == "text":
+            ids = list(context_ids)
+            bos = getattr(self.tokenizer, "bos_token_id", None)
+            if ids and bos is not None and ids[0] == bos:
+                ids = ids[1:]  # the server adds its own BOS to a text prompt
+            body["prompt"] = self.tokenizer.decode(ids, skip_special_tokens=False)
+            body["top_k"] = int(sampling.top_k)  # llama.cpp: 0 = off (its default is 40)
+            body["repeat_penalty"] = 1.0  # llama.cpp's default is 1.1
+            stops = sorted({self.tokenizer.convert_ids_to_tokens(i) for i in stop_token_ids} - {None})
+            if stops:
+                body["stop"] = stops
+        else:
+            body["prompt"] = context_ids
+            if sampling.top_k > 0:
+                body["top_k"] = int(sampling.top_k)
+            if stop_token_ids:
+                body["stop_token_ids"] = sorted(stop_token_ids)
+            body["skip_special_tokens"] = False
+            body["spaces_between_special_tokens"] = False
+            if self._id_readback == "return_token_ids":
+                body["return_token_ids"] = True
+            elif self._id_readback == "logprobs":
+                body["logprobs"] = 0
+                body["return_tokens_as_token_ids"] = True
+        body.update(self.extra_body)
+        return body
+
+    async def generate(
+        self,
+        seq_id: str,
+        context_ids: list[int],
+        max_new_tokens: int,
+        sampling: SamplingParams,
+        stop_token_ids: frozenset[int] = frozenset(),
+    ) -> Generation:
+        started = time.perf_counter()
+        stop = frozenset(stop_token_ids)
+        n = int(max_new_tokens)
+        while True:
+            if n <= 0:
+                return Generation([], "", "length", time.perf_counter() - started)
+            body = self.request_body(context_ids, n, sampling, stop)
+            outcome = await self._post(seq_id, body)
+            if isinstance(outcome, str):  # a context-length refusal: learn the limit, ask for what fits
+                n = self._learn_context_limit(outcome, len(context_ids), n)
+                continue
+            ids, text, finish = parse.parse_choice(outcome["choices"][0], self._id_readback, self.tokenizer, n, stop)
+            self.stats.completions += 1
+            self.stats.prompt_tokens += len(context_ids)
+            self.stats.completion_tokens += len(ids)
+            return Generation(ids, text, finish, time.perf_counter() - started)
+
+    def rollback(self, seq_id: str, length: int) -> None:
+        """Nothing to do: the server's prefix cache keys on the ids sent with each request."""
+
+    def release(self, seq_id: str) -> None:
+        self.replicas.release(seq_id)
+
+    async def aclose(self) -> None:
+        await self.replicas.aclose()
+
+    # ---- one request, with retries -------------------------------------------------------------
+
+    async def _post(self, seq_id: str, body: dict[str, Any]) -> dict | str:
+        """The parsed 200 answer, or the message of a context-length refusal (a str)."""
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        attempt = 0
+        while True:
+            replica = await self.replicas.acquire(seq_id)  # may wait while every replica is down
+            async with self._semaphore():
+                fault, server_says, connection_fault, outcome = await self._send(replica, payload)
+            if outcome is not None:
+                return outcome
+            self.stats.faults[fault_kind(fault)] = self.stats.faults.get(fault_kind(fault), 0) + 1
+            if connection_fault and self.replicas.connection_failed(replica):
+                # The server is down: no retry is charged; acquire() moves the sequence to a live
+                # replica or waits for one.
+                log.debug("%s %s: %s (replica down)", self.role, replica.shown, fault)
+                continue
+            attempt += 1
+            bound = self.retry.charge(seq_id, attempt)
+            if bound is not None:
+                raise ServerError(f"{self.role} server {replica.shown}: gave up after {bound}; last error: {fault}")
+            self.stats.retries += 1
+            delay = self.retry.delay(attempt, server_says)
+            log.debug("%s %s: %s; retry %d in %.2fs", self.role, replica.shown, fault, attempt, delay)
+            await self._sleep(delay)
+
+    async def _send(self, replica: Replica, payload: bytes) -> tuple[str, float | None, bool, dict | str | None]:
+        """One exchange: (fault, Retry-After, whether the connection failed, outcome or None)."""
+        import httpx
+
+        self.stats.requests += 1
+        connection = self.replicas.take(replica)
+        complete = False  # the response was read whole: the connection may serve the next request
+        try:
+            if isinstance(connection, http1.Connection):
+                resp = await connection.post("/v1/completions", payload)
+            else:
+                resp = await connection.post("/v1/completions", content=payload)
+            complete = True
+        except (httpx.TimeoutException, http1.Timeout) as exc:
+            return f"timeout ({type(exc).__name__})", None, True, None
+        except (httpx.TransportError, http1.TransportError) as exc:  # refused, reset, dropped
+            return f"connection error ({type(exc).__name__}: {self._redact(exc)})", None, True, None
+        finally:
+            # Cancelled (CancelledError is no Exception), failed or timed out: the connection may
+            # still carry this request's answer, so it is closed, never reused.
+            if complete:
+                self.replicas.give_back(replica, connection)
+            else:
+                self.replicas.discard(connection)
+        self.replicas.answered(replica)
+        status = resp.status_code
+        if status == 200:
+            data = parse.first_choice(resp.content)
+            if data is not None:
+                return "", None, False, data
+            return f"malformed answer: {self._redact(parse.snippet(resp.text))}", None, False, None
+        if is_retryable_status(status):
+            return (f"HTTP {status}: {self._redact(parse.snippet(resp.text))}",
+                    retry_after(resp.headers.get("retry-after")), False, None)
+        message = parse.error_message(resp.content)
+        if parse.is_context_error(status, message):
+            self.stats.context_errors += 1
+            return "", None, False, message
+        raise ServerError(f"{self.role} server {replica.shown}: HTTP {status} (not retried): "
+                          f"{self._redact(parse.snippet(message))}")
+
+    # ---- internals -----------------------------------------------------------------------------
+
+    def _connect(self, replica: Replica) -> Any:
+        """A new connection to the replica: the lean `http1` client for plain http without a proxy,
+        else a one-connection httpx client (https, proxies)."""
+        if _direct_http(replica.url):
+            return http1.Connection(replica.url, self._headers, self.timeout_s, min(self.timeout_s, 30.0))
+        import httpx
+
+        if self._ssl is None:
+            import ssl
+
+            self._ssl = ssl.create_default_context()  # one context for all clients (each costs ~20 ms)
+        return httpx.AsyncClient(
+            base_url=replica.url, headers=self._headers, verify=self._ssl,
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            timeout=httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, 30.0)))
+
+    async def _ping(self, replica: Replica) -> bool:
+        return await probe.ping(replica.url, self._headers, min(self.timeout_s, 10.0))
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots_loop is not loop:
+            self._slots, self._slots_loop = asyncio.Semaphore(self.max_in_flight), loop
+        return self._slots
+
+    def _redact(self, text: Any) -> str:
+        return redact_text(str(text), self._secrets)
+
+    def _learn_context_limit(self, message: str, context_len: int, n: int) -> int:
+        """After a context-length refusal: the server's limit (never above what it refused), and
+        how many tokens may still be asked for (<= 0: none, the engine ends the sample)."""
+        limit = parse.context_limit(message, context_len + n)
+        if limit < self.max_context:
+            log.warning("%s: the server's context is %s tokens at most (max_context was %d)",
+                        self.role, limit, self.max_context)
+            self.max_context = limit
+        return limit - context_len
+
+
+def _direct_http(url: str) -> bool:
+    """Whether `url` is plain http reached without a proxy (then the lean `http1` client serves it)."""
+    import urllib.request
+
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return False
+    return "http" not in urllib.request.getproxies() or bool(urllib.request.proxy_bypass(parts.hostname or ""))
+
+
+def _base_url(url: str) -> tuple[str, str]:
+    """(the server's base URL without userinfo or a trailing /v1, the userinfo "user:password")."""
+    url = url.strip().rstrip("/")
+    if url.endswith("/v1"):
+        url = url[: -len("/v1")]
+    if not url.startswith(("http://", "https://")):
+        url = "http://" + url
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, ""
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=host)), f"{unquote(user)}:{unquote(password)}"

@@ -1,0 +1,209 @@
+"""Replicas of one role: their connections, which replica serves which sequence, and a circuit
+breaker per replica, so that a dead server is a pause, not a failure.
+
+Owns the connection pools and the up/down state of every server. Promises:
+
+- **A connection is reused only after a complete exchange.** A request that is cancelled
+  (`asyncio.CancelledError`, e.g. a sample task cancelled mid-read), times out or fails hands its
+  connection to `discard`, which closes it; only `give_back` after a whole response returns it to
+  the pool. (Otherwise the next request on it reads the previous request's answer.)
+- **Pinning**: a sequence (`seq_id`) is pinned to one replica that is up, the least loaded when
+  first seen, until `release`, so the server's prefix cache keeps hitting; if its replica goes
+  down it moves to another one that is up.
+- **Circuit breaker**: after `threshold` connection failures in a row (refused, reset, dropped,
+  timed out) a replica is marked down and gets no new requests; it is probed (`GET /v1/models`)
+  after `probe_interval_s`, then at growing intervals up to `max_probe_interval_s`, and used again
+  as soon as a probe or any request to it succeeds.
+- **When every replica is down**, `acquire` waits (probing meanwhile) up to `wait_s` seconds, then
+  raises `base.ServersUnavailable` naming the role and the (redacted) URLs. Waiting spends no
+  retry and no attempt.
+- `stats` (the backend's counters) sees `replicas_down`, `breaker_trips` and `waiting` (requests
+  waiting for a server) kept current.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from tessy.backends.base import ServersUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Replica:
+    """One server: its URL (`url` may hold userinfo and is used only to connect; `shown` is the
+    redacted form for messages), its idle connections, and its breaker state."""
+
+    url: str
+    shown: str
+    idle: list = field(default_factory=list)  # connections with no request in flight (LIFO)
+    loop: Any = None  # the event loop the connections belong to
+    live: int = 0  # sequences pinned here
+    failures: int = 0  # connection failures in a row
+    down_since: float | None = None  # monotonic time it was marked down; None while up
+    next_probe: float = 0.0
+    probes: int = 0  # failed probes since it went down
+    probing: bool = False
+
+    @property
+    def up(self) -> bool:
+        return self.down_since is None
+
+
+class ReplicaSet:
+    def __init__(
+        self,
+        replicas: list[Replica],
+        *,
+        role: str,
+        stats: Any,
+        connect: Callable[[Replica], Any],
+        ping: Callable[[Replica], Awaitable[bool]],
+        threshold: int = 3,
+        wait_s: float = 300.0,
+        probe_interval_s: float = 0.5,
+        max_probe_interval_s: float = 10.0,
+    ):
+        self.replicas = replicas
+        self.role = role
+        self.stats = stats
+        self.connect = connect  # a new connection to a replica
+        self.ping = ping  # does the replica answer?
+        self.threshold = max(1, int(threshold))
+        self.wait_s = float(wait_s)
+        self.probe_interval_s = float(probe_interval_s)
+        self.max_probe_interval_s = float(max_probe_interval_s)
+        self._pinned: dict[str, Replica] = {}
+        self._next = 0
+        self._tasks: set[asyncio.Task] = set()  # probes and closes running in the background
+
+    # ---- connections ---------------------------------------------------------------------------
+
+    def take(self, replica: Replica) -> Any:
+        """An idle connection of the replica, or a new one."""
+        loop = asyncio.get_running_loop()
+        if replica.loop is not loop:  # connections belong to one event loop
+            replica.idle, replica.loop = [], loop
+        return replica.idle.pop() if replica.idle else self.connect(replica)
+
+    def give_back(self, replica: Replica, connection: Any) -> None:
+        """Return a connection whose last exchange completed: the next request may use it."""
+        if replica.loop is asyncio.get_running_loop():
+            replica.idle.append(connection)
+
+    def discard(self, connection: Any) -> None:
+        """Close a connection whose exchange did not complete (cancelled, failed, timed out)."""
+        close = getattr(connection, "close", None)
+        if close is not None and not asyncio.iscoroutinefunction(close):
+            close()  # http1.Connection: closing the transport is synchronous
+            return
+        try:  # an httpx client: close it in the background (this may run inside a cancellation)
+            self._spawn(connection.aclose())
+        except RuntimeError:  # the loop is gone: nothing left to close on
+            pass
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for replica in self.replicas:
+            if replica.loop is asyncio.get_running_loop():
+                for connection in replica.idle:
+                    await connection.aclose()
+            replica.idle, replica.loop = [], None
+
+    # ---- pinning and the breaker ---------------------------------------------------------------
+
+    async def acquire(self, seq_id: str) -> Replica:
+        """The replica that serves `seq_id`: its pinned one while up, else the least loaded one
+        that is up; waits while none is (see the module docstring)."""
+        self._probe_due()
+        replica = self._pinned.get(seq_id)
+        if replica is not None and replica.up:
+            return replica
+        started = None
+        try:
+            while True:
+                up = [r for r in self.replicas if r.up]
+                if up:
+                    return self._pin(seq_id, up)
+                now = time.monotonic()
+                if started is None:
+                    started = now
+                    self.stats.waiting += 1
+                if now - started >= self.wait_s:
+                    raise ServersUnavailable(
+                        f"{self.role}: no server answered for {self.wait_s:g}s "
+                        f"({', '.join(r.shown for r in self.replicas)}); the run stopped without spending "
+                        "any sample's attempts: start the server(s) again and rerun the same command")
+                self._probe_due()
+                await asyncio.sleep(min(0.2, self.wait_s - (now - started)))
+        finally:
+            if started is not None:
+                self.stats.waiting -= 1
+
+    def release(self, seq_id: str) -> None:
+        replica = self._pinned.pop(seq_id, None)
+        if replica is not None:
+            replica.live -= 1
+
+    def connection_failed(self, replica: Replica) -> bool:
+        """Count a connection failure; true when the replica is (now) down."""
+        replica.failures += 1
+        if replica.up and replica.failures >= self.threshold:
+            now = time.monotonic()
+            replica.down_since, replica.next_probe, replica.probes = now, now + self.probe_interval_s, 0
+            self.stats.replicas_down += 1
+            self.stats.breaker_trips += 1
+            others = sum(r.up for r in self.replicas)
+            log.warning("%s server %s is down (%d connection failures in a row); %s", self.role, replica.shown,
+                        replica.failures, f"using the {others} other replica(s)" if others else
+                        f"waiting up to {self.wait_s:g}s for a server of this role to answer")
+        return not replica.up
+
+    def answered(self, replica: Replica) -> None:
+        """A request to the replica got an answer: it is up."""
+        replica.failures = 0
+        if not replica.up:
+            log.warning("%s server %s answers again after %.1fs", self.role, replica.shown,
+                        time.monotonic() - replica.down_since)
+            replica.down_since = None
+            self.stats.replicas_down -= 1
+
+    def _pin(self, seq_id: str, up: list[Replica]) -> Replica:
+        old = self._pinned.get(seq_id)
+        if old is not None:
+            old.live -= 1
+        start, self._next = self._next, self._next + 1
+        replica = min((up[(start + i) % len(up)] for i in range(len(up))), key=lambda r: r.live)
+        replica.live += 1
+        self._pinned[seq_id] = replica
+        return replica
+
+    def _probe_due(self) -> None:
+        now = time.monotonic()
+        for replica in self.replicas:
+            if not replica.up and not replica.probing and now >= replica.next_probe:
+                replica.probing = True
+                self._spawn(self._probe(replica))
+
+    async def _probe(self, replica: Replica) -> None:
+        try:
+            ok = await self.ping(replica)
+        finally:
+            replica.probing = False
+        if ok:
+            self.answered(replica)
+        elif not replica.up:
+            replica.probes += 1
+            interval = min(self.max_probe_interval_s, self.probe_interval_s * 2 ** replica.probes)
+            replica.next_probe = time.monotonic() + interval
+
+    def _spawn(self, coroutine: Awaitable) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)  # keep a reference until done (the loop keeps only weak ones)
+        task.add_done_callback(self._tasks.discard)
