@@ -19,6 +19,7 @@ connection without an answer), `malformed` (200 with a body that is not JSON), `
 past the client's timeout, then drop).
 
 Every request is kept in `requests` (method, path, headers, parsed body) for payload tests.
+`stop()` then `start()` restarts it on the same port (a server that died and came back).
 Run `python -m tests.fake_openai_server --help` to serve it from its own process (benchmarks).
 """
 
@@ -55,6 +56,7 @@ class FakeOpenAIServer:
         timeout_sleep_s: float = 2.0,
         seed: int = 0,
         owned_by: str = "vllm",
+        root: str = "",
         keep_requests: bool = True,
     ):
         self.model = model
@@ -71,6 +73,7 @@ class FakeOpenAIServer:
         self.retry_after = retry_after
         self.timeout_sleep_s = timeout_sleep_s
         self.owned_by = owned_by
+        self.root = root or model  # vLLM's card: the weights' path or hub name
         self.keep_requests = keep_requests
         self.random = random.Random(seed)
         self.injected: deque[str] = deque()
@@ -167,7 +170,7 @@ class FakeOpenAIServer:
             self.requests.append({"method": method, "path": path, "headers": headers, "body": body})
         if method == "GET" and path == "/v1/models":
             card = {"id": self.model, "object": "model", "created": 0, "owned_by": self.owned_by,
-                    "root": self.model, "parent": None, "max_model_len": self.max_model_len}
+                    "root": self.root, "parent": None, "max_model_len": self.max_model_len}
             return self._send(writer, 200, {"object": "list", "data": [card]})
         if method != "POST" or path != "/v1/completions":
             return self._send(writer, 404, {"detail": "Not Found"})
@@ -279,12 +282,13 @@ def main() -> None:
     parser.add_argument("--timeout-sleep-s", type=float, default=2.0)
     parser.add_argument("--max-model-len", type=int, default=1 << 20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--latency-s", type=float, default=0.0, help="seconds before each completion answer")
     args = parser.parse_args()
     server = FakeOpenAIServer(
         args.model, max_model_len=args.max_model_len, stop_id=args.stop_id, stop_at=args.stop_at,
         script=[int(i) for i in args.script.split(",")] if args.script else None, fault_rate=args.fault_rate,
         fault_kinds=tuple(k for k in args.fault_kinds.split(",") if k), timeout_sleep_s=args.timeout_sleep_s,
-        seed=args.seed, keep_requests=False)
+        seed=args.seed, latency_s=args.latency_s, keep_requests=False)
     server.port = args.port
     server.start()
     print(server.port, flush=True)

@@ -10,12 +10,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
 from tessy.backends.base import SamplingParams
-from tessy.backends.openai import OpenAIHTTPBackend, ServerError, ServerNotReady, TokenizerNotFound
+from tessy.backends.openai import (OpenAIHTTPBackend, ServerError, ServerNotReady, ServersUnavailable,
+                                   TokenizerNotFound)
 from tests.fake_openai_server import FakeOpenAIServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -264,6 +266,92 @@ def test_context_length_error_lowers_max_context_and_ends_with_no_tokens(smol_to
         assert generate(backend, context=list(range(50)), n=20).token_ids == []
 
 
+def test_served_model_is_recorded_also_when_no_name_is_configured(smol_tokenizer):
+    with FakeOpenAIServer("smol-served", root="/models/SmolLM2-135M-Instruct") as fake:
+        backend = make(fake, smol_tokenizer)  # served_model_name left empty
+        assert backend.served_model == "smol-served"
+        assert backend.describe()["served_model"] == "smol-served"
+        assert backend.describe()["served_root"] == "/models/SmolLM2-135M-Instruct"
+
+
+def test_secrets_reach_the_server_and_no_message(server, smol_tokenizer):
+    secrets = ("pw-s3cret", "xk-s3cret", "sk-s3cret")
+    host = server.url.split("//")[1]
+    backend = OpenAIHTTPBackend("m", f"http://alice:pw-s3cret@{host}", role="student", tokenizer=smol_tokenizer,
+                                headers={"X-API-Key": "xk-s3cret"})
+    generate(backend)
+    seen = completions(server)[-1]["headers"]
+    assert seen["authorization"] == "Basic " + __import__("base64").b64encode(b"alice:pw-s3cret").decode()
+    assert seen["x-api-key"] == "xk-s3cret"
+    messages = [json.dumps(backend.describe())]
+    with pytest.raises(ServerNotReady) as error:
+        OpenAIHTTPBackend("m", "http://alice:pw-s3cret@127.0.0.1:1", role="student", tokenizer=smol_tokenizer,
+                          api_key="sk-s3cret")
+    messages.append(str(error.value))
+    keyed = make(server, smol_tokenizer, api_key="sk-s3cret", unavailable_wait_s=0.3)
+    server.stop()
+    with pytest.raises(ServersUnavailable) as error:
+        generate(keyed)
+    messages.append(str(error.value))
+    assert "127.0.0.1:1" in messages[1] and server.url in messages[2]
+    for message in messages:
+        assert not any(secret in message for secret in secrets), message
+        assert "alice" not in message
+
+
+def test_a_dead_replica_is_skipped_and_used_again_when_it_answers(smol_tokenizer):
+    with FakeOpenAIServer("smol") as a, FakeOpenAIServer("smol") as b:
+        backend = OpenAIHTTPBackend("m", f"{a.url},{b.url}", role="student", tokenizer=smol_tokenizer,
+                                    max_retries=0)  # a charged retry would fail the request
+        backend.replicas.probe_interval_s = 0.05
+        b.stop()
+
+        async def main():
+            for i in range(6):  # half of them are first pinned to b
+                assert len((await backend.generate(f"p{i}/student", [i] * 10, 2, SAMPLING, STOP)).token_ids) == 2
+            assert backend.stats.replicas_down == 1 and backend.stats.breaker_trips == 1
+            before = len(completions(b))
+            b.start()  # back on the same port
+            for i in range(40):
+                await backend.generate(f"q{i}/student", [i] * 10, 2, SAMPLING, STOP)
+                await asyncio.sleep(0.01)
+            return len(completions(b)) - before
+
+        assert asyncio.run(main()) > 0  # used again
+        assert backend.stats.replicas_down == 0 and backend.stats.retries == 0
+
+
+def test_when_every_server_is_down_generate_waits_and_spends_no_retries(server, smol_tokenizer):
+    backend = make(server, smol_tokenizer, max_retries=0, unavailable_wait_s=30)
+    backend.replicas.probe_interval_s = 0.1
+    server.stop()
+    waiting = []
+
+    def restart():
+        waiting.append(backend.stats.waiting)
+        server.start()
+
+    timer = threading.Timer(1.0, restart)
+    timer.start()
+    started = time.monotonic()
+    generation = generate(backend, n=3)
+    timer.join()
+    assert len(generation.token_ids) == 3 and time.monotonic() - started >= 1.0
+    assert waiting == [1]  # the request was waiting for a server, visibly
+    assert backend.stats.retries == 0 and backend.stats.breaker_trips == 1
+    assert backend.stats.replicas_down == 0 and backend.stats.waiting == 0
+
+
+def test_past_the_wait_generate_raises_servers_unavailable(server, smol_tokenizer):
+    backend = make(server, smol_tokenizer, max_retries=0, unavailable_wait_s=0.5)
+    server.stop()
+    started = time.monotonic()
+    with pytest.raises(ServersUnavailable, match=r"student: no server answered for 0\.5s \(http://127\.0\.0\.1:\d+\)"):
+        generate(backend)
+    assert 0.5 <= time.monotonic() - started < 5
+    assert backend.stats.retries == 0 and backend.stats.waiting == 0
+
+
 # ---- TESSY end to end over HTTP --------------------------------------------------------------
 
 
@@ -385,3 +473,92 @@ def test_example_recipes_are_valid_configs():
         for role in (config.teacher, config.student):
             assert role.backend == "openai" and role.url and role.served_model_name
             assert role.format in CHOICES
+
+
+# ---- a dead server is a pause, not a failure -------------------------------------------------
+
+
+def _serve(script, name, port=0, latency_s=0.0):
+    """A fake server in its own process (so it can be killed for real): (process, port)."""
+    args = [sys.executable, "-m", "tests.fake_openai_server", "--model", name, "--script", script,
+            "--stop-id", "2", "--stop-at", "80", "--port", str(port), "--latency-s", str(latency_s)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    return proc, int(proc.stdout.readline())
+
+
+def test_a_server_killed_mid_run_and_restarted_loses_no_attempt(tmp_path, smol_tokenizer):
+    from tessy.runner import build_engine, synthesize
+
+    script = ",".join(map(str, smol_tokenizer.encode(SCRIPT, add_special_tokens=False)))
+    student, student_port = _serve(script, "student", latency_s=0.02)
+    teacher, teacher_port = _serve(script, "teacher", latency_s=0.02)
+    events = []
+    try:
+        write_prompts(tmp_path / "prompts.jsonl", 24)
+        config = http_config(tmp_path, f"http://127.0.0.1:{student_port}", f"http://127.0.0.1:{teacher_port}")
+        config.student.unavailable_wait_s = 60
+        records = tmp_path / "run" / "records.jsonl"
+
+        def kill_and_restart():
+            nonlocal student
+            deadline = time.time() + 60
+            while time.time() < deadline and len(read_jsonl(records)) < 4:
+                time.sleep(0.02)
+            student.kill()
+            student.wait()
+            events.append(("killed", len(read_jsonl(records))))
+            time.sleep(1.5)
+            student, _ = _serve(script, "student", port=student_port, latency_s=0.02)
+            events.append(("restarted", len(read_jsonl(records))))
+
+        watcher = threading.Thread(target=kill_and_restart)
+        watcher.start()
+        engine = build_engine(config)
+        report = synthesize(config, engine=engine)
+        watcher.join()
+    finally:
+        student.kill()
+        teacher.kill()
+    assert [e[0] for e in events] == ["killed", "restarted"] and events[0][1] < 24  # killed mid-run
+    assert report.failed == 0 and report.written == 24
+    assert read_jsonl(tmp_path / "run" / "failures.jsonl") == []
+    ids = [r["id"] for r in read_jsonl(records)]
+    assert sorted(ids) == sorted(f"q{i}" for i in range(24))  # every prompt exactly once
+    stats = engine.parties["student"].backend.stats
+    assert stats.breaker_trips >= 1 and stats.replicas_down == 0
+
+
+def test_servers_down_past_the_wait_stop_the_run_without_spending_attempts(tmp_path, smol_tokenizer):
+    from tessy.runner import synthesize
+
+    script = ",".join(map(str, smol_tokenizer.encode(SCRIPT, add_special_tokens=False)))
+    student, student_port = _serve(script, "student", latency_s=0.02)
+    teacher, teacher_port = _serve(script, "teacher")
+    try:
+        write_prompts(tmp_path / "prompts.jsonl", 12)
+        config = http_config(tmp_path, f"http://127.0.0.1:{student_port}", f"http://127.0.0.1:{teacher_port}")
+        config.student.unavailable_wait_s = 1.0
+        records = tmp_path / "run" / "records.jsonl"
+
+        def kill():
+            deadline = time.time() + 60
+            while time.time() < deadline and len(read_jsonl(records)) < 2:
+                time.sleep(0.02)
+            student.kill()
+
+        watcher = threading.Thread(target=kill)
+        watcher.start()
+        with pytest.raises(ServersUnavailable, match=rf"student: no server answered .*127\.0\.0\.1:{student_port}"):
+            synthesize(config)
+        watcher.join()
+        assert read_jsonl(tmp_path / "run" / "failures.jsonl") == []  # no attempt spent
+        done = len(read_jsonl(records))
+        assert 2 <= done < 12
+        student.wait()
+        student, _ = _serve(script, "student", port=student_port)
+        report = synthesize(config)  # the same command, once the server is back
+    finally:
+        student.kill()
+        teacher.kill()
+    assert report.failed == 0 and report.skipped_done == done and report.written == 12 - done
+    assert sorted(r["id"] for r in read_jsonl(records)) == sorted(f"q{i}" for i in range(12))

@@ -292,7 +292,7 @@ class OpenAIHTTPBackend(Backend):
             if outcome is not None:
                 return outcome
             self.stats.faults[fault_kind(fault)] = self.stats.faults.get(fault_kind(fault), 0) + 1
-            if connection_fault and self.replicas.connection_failed(replica):
+            if connection_fault and await self.replicas.connection_failed(replica):
                 # The server is down: no retry is charged; acquire() moves the sequence to a live
                 # replica or waits for one.
                 log.debug("%s %s: %s (replica down)", self.role, replica.shown, fault)

@@ -10,10 +10,10 @@ Owns the connection pools and the up/down state of every server. Promises:
 - **Pinning**: a sequence (`seq_id`) is pinned to one replica that is up, the least loaded when
   first seen, until `release`, so the server's prefix cache keeps hitting; if its replica goes
   down it moves to another one that is up.
-- **Circuit breaker**: after `threshold` connection failures in a row (refused, reset, dropped,
-  timed out) a replica is marked down and gets no new requests; it is probed (`GET /v1/models`)
-  after `probe_interval_s`, then at growing intervals up to `max_probe_interval_s`, and used again
-  as soon as a probe or any request to it succeeds.
+- **Circuit breaker**: a connection failure (refused, reset, dropped, timed out) that a probe
+  (`GET /v1/models`) confirms, or `threshold` of them in a row, marks a replica down: it gets no
+  new requests; it is probed again after `probe_interval_s`, then at growing intervals up to
+  `max_probe_interval_s`, and used again as soon as a probe or any request to it succeeds.
 - **When every replica is down**, `acquire` waits (probing meanwhile) up to `wait_s` seconds, then
   raises `base.ServersUnavailable` naming the role and the (redacted) URLs. Waiting spends no
   retry and no attempt.
@@ -49,6 +49,7 @@ class Replica:
     next_probe: float = 0.0
     probes: int = 0  # failed probes since it went down
     probing: bool = False
+    check: Any = None  # the probe that confirms a connection failure, while it runs
 
     @property
     def up(self) -> bool:
@@ -151,19 +152,35 @@ class ReplicaSet:
         if replica is not None:
             replica.live -= 1
 
-    def connection_failed(self, replica: Replica) -> bool:
-        """Count a connection failure; true when the replica is (now) down."""
+    async def connection_failed(self, replica: Replica) -> bool:
+        """Count a connection failure; true when the replica is (now) down.
+
+        A failure is confirmed at once by a probe (shared by the requests that fail together):
+        a server that does not answer it is down now, so a run with small retry budgets does not
+        spend them on a dead server before the breaker's count is reached."""
         replica.failures += 1
-        if replica.up and replica.failures >= self.threshold:
-            now = time.monotonic()
-            replica.down_since, replica.next_probe, replica.probes = now, now + self.probe_interval_s, 0
-            self.stats.replicas_down += 1
-            self.stats.breaker_trips += 1
-            others = sum(r.up for r in self.replicas)
-            log.warning("%s server %s is down (%d connection failures in a row); %s", self.role, replica.shown,
-                        replica.failures, f"using the {others} other replica(s)" if others else
-                        f"waiting up to {self.wait_s:g}s for a server of this role to answer")
+        if replica.up and (replica.failures >= self.threshold or not await self._check(replica)):
+            self._trip(replica)
         return not replica.up
+
+    def _trip(self, replica: Replica) -> None:
+        if not replica.up:
+            return
+        now = time.monotonic()
+        replica.down_since, replica.next_probe, replica.probes = now, now + self.probe_interval_s, 0
+        self.stats.replicas_down += 1
+        self.stats.breaker_trips += 1
+        others = sum(r.up for r in self.replicas)
+        log.warning("%s server %s is down (%d connection failure(s) in a row, no answer to a probe); %s",
+                    self.role, replica.shown, replica.failures, f"using the {others} other replica(s)" if others
+                    else f"waiting up to {self.wait_s:g}s for a server of this role to answer")
+
+    async def _check(self, replica: Replica) -> bool:
+        """One probe of the replica, shared by every request that asks while it runs."""
+        loop = asyncio.get_running_loop()
+        if replica.check is None or replica.check.get_loop() is not loop or replica.check.done():
+            replica.check = self._spawn(self.ping(replica))
+        return await asyncio.shield(replica.check)
 
     def answered(self, replica: Replica) -> None:
         """A request to the replica got an answer: it is up."""
@@ -203,7 +220,8 @@ class ReplicaSet:
             interval = min(self.max_probe_interval_s, self.probe_interval_s * 2 ** replica.probes)
             replica.next_probe = time.monotonic() + interval
 
-    def _spawn(self, coroutine: Awaitable) -> None:
+    def _spawn(self, coroutine: Awaitable) -> asyncio.Future:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)  # keep a reference until done (the loop keeps only weak ones)
         task.add_done_callback(self._tasks.discard)
+        return task
