@@ -3,8 +3,11 @@
 The servers are the fake vLLM-shaped server (tests/fake_openai_server.py), each in its own
 process and answering at once, so every second measured is the client's (and the engine's).
 
-1. client: 256 samples in flight against one server, each a loop of `generate` calls whose
-   context grows by 20 tokens a step as TESSY's does; steps (requests answered) per second.
+1. clients: 256 samples in flight against one server, each a loop of `generate` calls whose
+   context grows by 20 tokens a step as TESSY's does; steps (requests answered) per second, for
+   the hand-written HTTP/1.1 client (`backends/http1.py`), httpx as the backend uses it for https
+   (one-connection clients in a free list) and httpx as one pooled client. The project keeps
+   `http1` only while it is at least 2x faster than the better httpx way.
 2. engine: TESSY end to end over HTTP (`runner.synthesize`, backend "openai" for both roles,
    SmolLM2 student and Gemma teacher tokenizers, lexicon predictors), 256 samples in flight;
    engine steps per second, from the records.
@@ -12,7 +15,7 @@ process and answering at once, so every second measured is the client's (and the
    Retry-After, 500, dropped connection, malformed JSON, timeout); then a rerun of the same
    command. Checks that every prompt ends up in records.jsonl or failures.jsonl and none twice.
 
-Run on purpose (not a test): `python bench/bench_http.py [--quick]`. Prints a table and writes
+Run on purpose (not a test): `python bench/bench_http.py [--quick] [--clients-only]`. Prints a table and writes
 bench/results/http.json. The two processes share the machine's cores: quote the figures with
 the machine they came from.
 """
@@ -57,15 +60,34 @@ def fake_servers(*specs: dict):
             proc.wait()
 
 
-def bench_client(samples: int, steps: int) -> dict:
+CLIENTS = ("http1", "httpx", "httpx-pool")
+
+
+def bench_client(samples: int, steps: int, client: str = "http1") -> dict:
+    """`client`: "http1" (the backend's client for plain http), "httpx" (what it uses for https and
+    proxies: a free list of one-connection `httpx.AsyncClient`s) or "httpx-pool" (one
+    `httpx.AsyncClient` per replica whose pool holds `samples` connections, httpx's usual use)."""
     from tessy.backends.base import SamplingParams
-    from tessy.backends.openai import OpenAIHTTPBackend
+    from tessy.backends.openai import OpenAIHTTPBackend, backend as backend_module
     from tessy.models import load_tokenizer
 
     tokenizer = load_tokenizer("smollm2-135m-instruct")
     with fake_servers({"model": "student"}) as (url,):
         backend = OpenAIHTTPBackend("smollm2-135m-instruct", url, role="student", tokenizer=tokenizer,
                                     max_in_flight=samples)
+        direct = backend_module._direct_http
+        if client != "http1":  # as for an https server
+            backend_module._direct_http = lambda u: False
+        if client == "httpx-pool":
+            import httpx
+
+            pool = httpx.AsyncClient(base_url=url, headers=backend._headers,
+                                     limits=httpx.Limits(max_connections=samples, max_keepalive_connections=samples),
+                                     timeout=httpx.Timeout(600.0))
+            backend._connect = lambda replica: pool
+            backend.replicas.take = lambda replica: pool
+            backend.replicas.give_back = lambda replica, connection: None
+            backend.replicas.discard = lambda connection: None  # httpcore closes a broken connection itself
 
         async def sample(i: int) -> None:
             context = list(range(300))
@@ -76,15 +98,18 @@ def bench_client(samples: int, steps: int) -> dict:
             backend.release(f"s{i}/student")
 
         async def run() -> float:
-            await asyncio.gather(*(sample(i) for i in range(8)))  # warm the connections
+            await asyncio.gather(*(sample(i) for i in range(samples)))  # open the connections
             started = time.perf_counter()
             await asyncio.gather(*(sample(i) for i in range(samples)))
             elapsed = time.perf_counter() - started
-            await backend.aclose()
+            await (pool.aclose() if client == "httpx-pool" else backend.aclose())
             return elapsed
 
-        wall = asyncio.run(run())
-    return {"samples_in_flight": samples, "steps": samples * steps, "wall_s": wall,
+        try:
+            wall = asyncio.run(run())
+        finally:
+            backend_module._direct_http = direct
+    return {"client": client, "samples_in_flight": samples, "steps": samples * steps, "wall_s": wall,
             "steps_per_s": samples * steps / wall}
 
 
@@ -157,8 +182,9 @@ def bench_faults(prompts: int, concurrency: int) -> dict:
                          "skipped_done": report.skipped_done, "wall_s": time.perf_counter() - started,
                          "requests": sum(s.requests for s in stats.values()),
                          "retries": sum(s.retries for s in stats.values()),
-                         "faults_seen": {k: sum(s.errors.get(k, 0) for s in stats.values())
-                                         for k in sorted({k for s in stats.values() for k in s.errors})}})
+                         "breaker_trips": sum(s.breaker_trips for s in stats.values()),
+                         "faults_seen": {k: sum(s.faults.get(k, 0) for s in stats.values())
+                                         for k in sorted({k for s in stats.values() for k in s.faults})}})
         ids = [r["id"] for r in read_records(folder / "run" / "records.jsonl")]
         failures = [json.loads(line) for line in open(folder / "run" / "failures.jsonl")] \
             if (folder / "run" / "failures.jsonl").exists() else []
@@ -177,27 +203,36 @@ def main() -> None:
     parser.add_argument("--engine-prompts", type=int, default=512)
     parser.add_argument("--fault-prompts", type=int, default=200)
     parser.add_argument("--quick", action="store_true", help="smaller runs (a smoke test of the script)")
+    parser.add_argument("--clients-only", action="store_true",
+                        help="only compare the clients (http1, httpx, httpx-pool); skip the engine and fault runs")
     args = parser.parse_args()
     if args.quick:
         args.steps, args.engine_prompts, args.fault_prompts = 5, 64, 40
     os.chdir(ROOT)
-    client = bench_client(args.samples, args.steps)
-    engine = bench_engine(args.engine_prompts, args.samples)
-    faults = bench_faults(args.fault_prompts, 64)
+    clients = {name: bench_client(args.samples, args.steps, name) for name in CLIENTS}
+    best_httpx = max(clients["httpx"]["steps_per_s"], clients["httpx-pool"]["steps_per_s"])
     print(f"{'measure':<44}{'value':>12}")
-    print(f"{'client steps/s (' + str(args.samples) + ' in flight)':<44}{client['steps_per_s']:>12.0f}")
-    print(f"{'engine steps/s, TESSY over HTTP':<44}{engine['steps_per_s']:>12.0f}")
-    print(f"{'engine samples written / failed':<44}{engine['samples']:>8} / {engine['failed']}")
-    for run in faults["runs"]:
-        print(f"{'fault run ' + str(run['run']) + ': written / failed / retries':<44}"
-              f"{run['written']:>6} / {run['failed']} / {run['retries']}")
-        print(f"{'  faults seen':<44}{json.dumps(run['faults_seen']):>12}")
-    print(f"{'fault run: records / failed only / missing / dup':<44}"
-          f"{faults['records']:>6} / {faults['failed_only']} / {faults['missing']} / {faults['duplicates']}")
-    print(f"{'every prompt exactly once':<44}{str(faults['ok']):>12}")
+    for name, result in clients.items():
+        print(f"{'client steps/s, ' + name + ' (' + str(args.samples) + ' in flight)':<44}"
+              f"{result['steps_per_s']:>12.0f}")
+    print(f"{'http1 / best httpx':<44}{clients['http1']['steps_per_s'] / best_httpx:>11.2f}x")
+    engine = faults = None
+    if not args.clients_only:
+        engine = bench_engine(args.engine_prompts, args.samples)
+        faults = bench_faults(args.fault_prompts, 64)
+        print(f"{'engine steps/s, TESSY over HTTP':<44}{engine['steps_per_s']:>12.0f}")
+        print(f"{'engine samples written / failed':<44}{engine['samples']:>8} / {engine['failed']}")
+        for run in faults["runs"]:
+            print(f"{'fault run ' + str(run['run']) + ': written / failed / retries':<44}"
+                  f"{run['written']:>6} / {run['failed']} / {run['retries']}")
+            print(f"{'  faults seen':<44}{json.dumps(run['faults_seen']):>12}")
+            print(f"{'  breaker trips':<44}{run['breaker_trips']:>12}")
+        print(f"{'fault run: records / failed only / missing / dup':<44}"
+              f"{faults['records']:>6} / {faults['failed_only']} / {faults['missing']} / {faults['duplicates']}")
+        print(f"{'every prompt exactly once':<44}{str(faults['ok']):>12}")
     out = ROOT / "bench" / "results" / "http.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"client": client, "engine": engine, "faults": faults, "cpus": os.cpu_count()},
+    out.write_text(json.dumps({"clients": clients, "engine": engine, "faults": faults, "cpus": os.cpu_count()},
                               indent=2) + "\n")
     print(f"wrote {out}")
 

@@ -109,6 +109,57 @@ def test_text_mode_for_servers_that_refuse_token_ids(smol_tokenizer, refuse_stat
         assert 0 < len(generation.token_ids) <= 6
 
 
+MULTIBYTE = "𝔼[X] ≤ ∑ café 北京 🙂 "
+
+
+@pytest.mark.parametrize("server_writes", ["replace", "ignore", "overrun"])
+def test_text_transport_never_returns_a_broken_character(smol_tokenizer, server_writes):
+    """max_tokens ends inside a character at most of these n. Whatever the server does there (a
+    U+FFFD for the partial bytes, drops them, or finishes the character past max_tokens), the
+    backend returns at most n ids that decode to whole characters, and text that is their decoding."""
+    script = smol_tokenizer.encode(MULTIBYTE * 2, add_special_tokens=False)
+    full = smol_tokenizer.decode(script)
+    decode = smol_tokenizer.decode if server_writes != "ignore" else \
+        (lambda ids: smol_tokenizer.decode(ids).rstrip("\ufffd"))
+    with FakeOpenAIServer("smol", script=script, decode=decode, accept_token_ids=False) as fake:
+        fake.responder = lambda prompt_ids, max_tokens: script[:max_tokens]  # always from a character start
+        if server_writes == "overrun":
+            complete = fake._complete
+
+            def finish_the_character(body):
+                n = body["max_tokens"]
+                while n < len(script) and smol_tokenizer.decode(script[:n]).endswith("\ufffd"):
+                    n += 1
+                return complete(dict(body, max_tokens=n))
+
+            fake._complete = finish_the_character
+        backend = make(fake, smol_tokenizer)
+        assert backend.transport == "text"
+        broken = 0
+        for n in range(1, len(script) + 1):
+            broken += smol_tokenizer.decode(script[:n]).endswith("\ufffd")
+            generation = generate(backend, context=smol_tokenizer.encode("Hi", add_special_tokens=False), n=n)
+            assert "\ufffd" not in generation.text, (n, generation.text)
+            assert len(generation.token_ids) <= n
+            assert generation.text == smol_tokenizer.decode(generation.token_ids)
+            assert full.startswith(generation.text)  # what the model wrote, cut at a character boundary
+            whole = max(m for m in range(n + 1) if not smol_tokenizer.decode(script[:m]).endswith("\ufffd"))
+            # Nothing lost but the broken character (re-tokenizing may keep a space the script had
+            # merged with the next character's first bytes).
+            assert len(generation.text) >= len(smol_tokenizer.decode(script[:whole]))
+        assert broken >= 8  # the cases above did cut characters
+
+
+def test_ids_from_text_keeps_a_replacement_character_the_model_wrote(smol_tokenizer):
+    from tessy.backends.openai.parse import ids_from_text
+
+    text = "a\ufffdb 北京"
+    ids, decoded = ids_from_text(smol_tokenizer, text, 100, "length")
+    assert decoded == text and ids == smol_tokenizer.encode(text, add_special_tokens=False)
+    clipped, decoded = ids_from_text(smol_tokenizer, text, len(ids) - 1, "length")  # splits 京
+    assert decoded == "a\ufffdb 北" and clipped == ids[: len(clipped)]
+
+
 def test_readiness_names_the_unreachable_server_and_the_wrong_model(server, smol_tokenizer):
     with pytest.raises(ServerNotReady, match=r"student server http://127\.0\.0\.1:1 is unreachable"):
         OpenAIHTTPBackend("smollm2-135m-instruct", "http://127.0.0.1:1", role="student", tokenizer=smol_tokenizer)
