@@ -68,23 +68,22 @@ def bench_client(samples: int, steps: int, client: str = "http1") -> dict:
     proxies: a free list of one-connection `httpx.AsyncClient`s) or "httpx-pool" (one
     `httpx.AsyncClient` per replica whose pool holds `samples` connections, httpx's usual use)."""
     from tessy.backends.base import SamplingParams
-    from tessy.backends.openai import OpenAIHTTPBackend, backend as backend_module
+    from tessy.backends.openai import OpenAIHTTPBackend, replicas as replicas_module
     from tessy.models import load_tokenizer
 
     tokenizer = load_tokenizer("smollm2-135m-instruct")
     with fake_servers({"model": "student"}) as (url,):
         backend = OpenAIHTTPBackend("smollm2-135m-instruct", url, role="student", tokenizer=tokenizer,
                                     max_in_flight=samples)
-        direct = backend_module._direct_http
+        direct = replicas_module.direct_http
         if client != "http1":  # as for an https server
-            backend_module._direct_http = lambda u: False
+            replicas_module.direct_http = lambda u: False
         if client == "httpx-pool":
             import httpx
 
             pool = httpx.AsyncClient(base_url=url, headers=backend._headers,
                                      limits=httpx.Limits(max_connections=samples, max_keepalive_connections=samples),
                                      timeout=httpx.Timeout(600.0))
-            backend._connect = lambda replica: pool
             backend.replicas.take = lambda replica: pool
             backend.replicas.give_back = lambda replica, connection: None
             backend.replicas.discard = lambda connection: None  # httpcore closes a broken connection itself
@@ -108,7 +107,7 @@ def bench_client(samples: int, steps: int, client: str = "http1") -> dict:
         try:
             wall = asyncio.run(run())
         finally:
-            backend_module._direct_http = direct
+            replicas_module.direct_http = direct
     return {"client": client, "samples_in_flight": samples, "steps": samples * steps, "wall_s": wall,
             "steps_per_s": samples * steps / wall}
 

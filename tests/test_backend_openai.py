@@ -205,7 +205,7 @@ def test_replicas_pin_each_sequence_and_bound_requests_in_flight(smol_tokenizer)
 @pytest.mark.parametrize("client", ["http1", "httpx"])
 def test_retries_on_faults_honour_retry_after_and_then_succeed(server, smol_tokenizer, monkeypatch, client):
     if client == "httpx":  # what https servers and proxied URLs use
-        monkeypatch.setattr("tessy.backends.openai.backend._direct_http", lambda url: False)
+        monkeypatch.setattr("tessy.backends.openai.replicas.direct_http", lambda url: False)
     backend = make(server, smol_tokenizer, max_retries=5)
     delays = []
 
@@ -228,7 +228,7 @@ def test_a_cancelled_request_never_hands_its_answer_to_the_next_one(server, smol
     """A sample task cancelled while its answer is on the way must not leave the connection in
     the pool: the next request on it would read the cancelled request's answer as its own."""
     if client == "httpx":
-        monkeypatch.setattr("tessy.backends.openai.backend._direct_http", lambda url: False)
+        monkeypatch.setattr("tessy.backends.openai.replicas.direct_http", lambda url: False)
     backend = make(server, smol_tokenizer)
     script = smol_tokenizer.encode(SCRIPT, add_special_tokens=False)
     server.latency_s = 0.3  # every answer takes a while

@@ -39,12 +39,11 @@ import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 from tessy.backends import http1
 from tessy.backends.base import Backend, Generation, SamplingParams
 from tessy.backends.openai import parse, probe
-from tessy.backends.openai.replicas import Replica, ReplicaSet
+from tessy.backends.openai.replicas import Connector, Replica, ReplicaSet, base_url
 from tessy.backends.openai.retry import RetryPolicy, ServerError, fault_kind, is_retryable_status, retry_after
 from tessy.secrets import header_secrets, redact_text, redact_url
 
@@ -138,7 +137,7 @@ class OpenAIHTTPBackend(Backend):
             self._headers["Authorization"] = f"Bearer {api_key}"
         replicas, userinfos = [], []
         for url in urls:
-            url, userinfo = _base_url(url)
+            url, userinfo = base_url(url)
             if userinfo:
                 userinfos += [userinfo, userinfo.partition(":")[2]]
                 if not any(k.lower() == "authorization" for k in self._headers):
@@ -154,13 +153,13 @@ class OpenAIHTTPBackend(Backend):
         self.timeout_s = float(timeout_s)
         self.retry = RetryPolicy(max_retries, max_sample_retries, backoff_s)
         self.stats = HTTPStats()
-        self.replicas = ReplicaSet(replicas, role=role, stats=self.stats, connect=self._connect,
+        self.replicas = ReplicaSet(replicas, role=role, stats=self.stats,
+                                   connect=Connector(self._headers, self.timeout_s),
                                    ping=self._ping, threshold=breaker_threshold, wait_s=unavailable_wait_s)
         self.max_context = int(max_context or 0)
         self._slots: asyncio.Semaphore | None = None
         self._slots_loop: Any = None
         self._sleep = asyncio.sleep  # backoff waits (tests record them)
-        self._ssl: Any = None
         logging.getLogger("httpx").setLevel(max(logging.getLogger("httpx").level, logging.WARNING))
         if check:
             self.check_ready()
@@ -349,22 +348,6 @@ class OpenAIHTTPBackend(Backend):
 
     # ---- internals -----------------------------------------------------------------------------
 
-    def _connect(self, replica: Replica) -> Any:
-        """A new connection to the replica: the lean `http1` client for plain http without a proxy,
-        else a one-connection httpx client (https, proxies)."""
-        if _direct_http(replica.url):
-            return http1.Connection(replica.url, self._headers, self.timeout_s, min(self.timeout_s, 30.0))
-        import httpx
-
-        if self._ssl is None:
-            import ssl
-
-            self._ssl = ssl.create_default_context()  # one context for all clients (each costs ~20 ms)
-        return httpx.AsyncClient(
-            base_url=replica.url, headers=self._headers, verify=self._ssl,
-            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-            timeout=httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, 30.0)))
-
     async def _ping(self, replica: Replica) -> bool:
         return await probe.ping(replica.url, self._headers, min(self.timeout_s, 10.0))
 
@@ -386,28 +369,3 @@ class OpenAIHTTPBackend(Backend):
                         self.role, limit, self.max_context)
             self.max_context = limit
         return limit - context_len
-
-
-def _direct_http(url: str) -> bool:
-    """Whether `url` is plain http reached without a proxy (then the lean `http1` client serves it)."""
-    import urllib.request
-
-    parts = urlsplit(url)
-    if parts.scheme != "http":
-        return False
-    return "http" not in urllib.request.getproxies() or bool(urllib.request.proxy_bypass(parts.hostname or ""))
-
-
-def _base_url(url: str) -> tuple[str, str]:
-    """(the server's base URL without userinfo or a trailing /v1, the userinfo "user:password")."""
-    url = url.strip().rstrip("/")
-    if url.endswith("/v1"):
-        url = url[: -len("/v1")]
-    if not url.startswith(("http://", "https://")):
-        url = "http://" + url
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url, ""
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user, _, password = userinfo.partition(":")
-    return urlunsplit(parts._replace(netloc=host)), f"{unquote(user)}:{unquote(password)}"

@@ -7,6 +7,9 @@ Owns the connection pools and the up/down state of every server. Promises:
   (`asyncio.CancelledError`, e.g. a sample task cancelled mid-read), times out or fails hands its
   connection to `discard`, which closes it; only `give_back` after a whole response returns it to
   the pool. (Otherwise the next request on it reads the previous request's answer.)
+- **Which client**: the lean `http1` client for plain http reached without a proxy, else a
+  one-connection `httpx.AsyncClient` (https, proxies); `bench/bench_http.py` keeps the choice
+  honest.
 - **Pinning**: a sequence (`seq_id`) is pinned to one replica that is up, the least loaded when
   first seen, until `release`, so the server's prefix cache keeps hitting; if its replica goes
   down it moves to another one that is up.
@@ -28,10 +31,59 @@ import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
+from urllib.parse import unquote, urlsplit, urlunsplit
 
+from tessy.backends import http1
 from tessy.backends.base import ServersUnavailable
 
 log = logging.getLogger(__name__)
+
+
+def base_url(url: str) -> tuple[str, str]:
+    """(the server's base URL without userinfo or a trailing /v1, the userinfo "user:password")."""
+    url = url.strip().rstrip("/")
+    if url.endswith("/v1"):
+        url = url[: -len("/v1")]
+    if not url.startswith(("http://", "https://")):
+        url = "http://" + url
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, ""
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=host)), f"{unquote(user)}:{unquote(password)}"
+
+
+def direct_http(url: str) -> bool:
+    """Whether `url` is plain http reached without a proxy (then the lean `http1` client serves it)."""
+    import urllib.request
+
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return False
+    return "http" not in urllib.request.getproxies() or bool(urllib.request.proxy_bypass(parts.hostname or ""))
+
+
+class Connector:
+    """Makes a new connection to a replica: an `http1.Connection`, or a one-connection httpx client."""
+
+    def __init__(self, headers: dict[str, str], timeout_s: float):
+        self.headers, self.timeout_s = headers, timeout_s
+        self._ssl: Any = None
+
+    def __call__(self, replica: "Replica") -> Any:
+        if direct_http(replica.url):
+            return http1.Connection(replica.url, self.headers, self.timeout_s, min(self.timeout_s, 30.0))
+        import httpx
+
+        if self._ssl is None:
+            import ssl
+
+            self._ssl = ssl.create_default_context()  # one context for all clients (each costs ~20 ms)
+        return httpx.AsyncClient(
+            base_url=replica.url, headers=self.headers, verify=self._ssl,
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            timeout=httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, 30.0)))
 
 
 @dataclass
@@ -109,8 +161,10 @@ class ReplicaSet:
             pass
 
     async def aclose(self) -> None:
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for replica in self.replicas:
             if replica.loop is asyncio.get_running_loop():
                 for connection in replica.idle:
