@@ -174,7 +174,7 @@ def _rows_jsonl(p: Path, first: int, document: list | None) -> Iterator[tuple[in
                 if not raw.strip():
                     continue
                 try:
-                    yield n, json.loads(raw.decode("utf-8")), None
+                    yield n, json.loads(raw.rstrip(b"\r\n").decode("utf-8")), None
                 except UnicodeDecodeError as e:
                     yield n, None, f"not valid UTF-8 (byte {e.start + 1})"
                 except json.JSONDecodeError as e:

@@ -1,13 +1,33 @@
-"""`tessy synthesize`: prompts in, records out (a YAML config and/or flags; flags win)."""
+"""`tessy synthesize`: prompts in, records out (a YAML config and/or flags; flags win).
+
+Before anything is written, the settings are validated (`tessy.config.validate`) and the input
+is checked (`tessy.inputs.read_prompts` reads its schema and first rows); either failure is a
+one-line error and exit code 2. After the run the exit code says whether every prompt is
+accounted for (see `exit_code` and `tessy.cli.main.EXIT_CODES`).
+
+Test hook: `ENGINE_FACTORY`, when set (by a test), builds the engine from the config instead of
+loading models, so the whole command can be driven with scripted backends.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
 
+from tessy.cli.main import EXIT_ERROR, EXIT_OK, EXIT_UNFINISHED, exit_codes_epilog
 from tessy.config import SynthesizeConfig, add_dataclass_arguments, config_from_sources
+
+#: Tests only: `config -> Engine`, used instead of loading the configured models.
+ENGINE_FACTORY: Callable[[SynthesizeConfig], Any] | None = None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = exit_codes_epilog()
     parser.add_argument("--config", metavar="YAML", help="YAML file with any of the settings below.")
     add_dataclass_arguments(parser, SynthesizeConfig)
 
@@ -15,6 +35,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> SynthesizeConfig:
     flags = {key: value for key, value in vars(args).items() if key not in {"config", "command", "module", "verbose"}}
     return config_from_sources(SynthesizeConfig, args.config, flags)
+
+
+def check_input(config: SynthesizeConfig) -> int:
+    """Raise (ValueError / FileNotFoundError, naming the file) unless the input can be read; return
+    how many prompts (rows) this run should account for, `limit` applied."""
+    from tessy.inputs import count_prompts, input_options, read_prompts
+
+    if not config.input:
+        raise ValueError("input: give a prompts file with --input (JSONL, JSON or Parquet) or a dataset folder")
+    options = input_options(config)
+    read_prompts(config.input, **options)  # checks the source up front; rows are read by the run
+    total = count_prompts(config.input, split=options["split"])
+    return min(total, config.limit) if config.limit else total
 
 
 def print_report(report) -> None:
@@ -33,9 +66,55 @@ def print_report(report) -> None:
         print(f"finish reasons: {reasons}")
 
 
+def _first_reject(output: str) -> str:
+    """The reason of the first line of rejects.jsonl ('' when unreadable)."""
+    try:
+        with open(Path(output) / "rejects.jsonl", encoding="utf-8") as f:
+            return str(json.loads(f.readline()).get("reason", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
+def exit_code(report, expected: int | None = None, max_attempts: int | None = None, out=None) -> int:
+    """The exit code of a finished run, with a line on stderr saying why when it is not 0.
+
+    0 when every prompt read is in records or rejects; 3 (EXIT_UNFINISHED) when some failed this
+    run, are out of attempts, or were not reached (`expected` rows but fewer accounted for);
+    2 (EXIT_ERROR) when every prompt was rejected, so that an unusable input never passes as done."""
+    out = out or sys.stderr
+    accounted = report.written + report.failed + report.rejected + report.skipped_done + report.skipped_failed
+    not_reached = max(0, expected - accounted) if expected is not None else 0
+    unfinished = report.failed + report.skipped_failed + not_reached
+    if unfinished:
+        parts = [f"{report.failed} failed this run"] if report.failed else []
+        if report.skipped_failed:
+            more = f" (max_attempts {max_attempts}; raise --max-attempts to retry them)" if max_attempts else ""
+            parts.append(f"{report.skipped_failed} out of attempts{more}")
+        if not_reached:
+            parts.append(f"{not_reached} not reached")
+        print(f"tessy synthesize: {unfinished} prompts unfinished ({', '.join(parts)}): see "
+              f"{report.output}/failures.jsonl (or rerun with -v); rerun the same command to retry",
+              file=out)
+        return EXIT_UNFINISHED
+    if report.rejected and not (report.written or report.skipped_done):
+        first = _first_reject(report.output)
+        print(f"tessy synthesize: error: all {report.rejected} prompts were rejected, nothing to do"
+              f"{f' (first: {first})' if first else ''}: see {report.output}/rejects.jsonl", file=out)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
     from tessy.runner import synthesize
 
-    report = synthesize(config_from_args(args))
+    config = config_from_args(args)
+    expected = check_input(config)
+    engine = ENGINE_FACTORY(config) if ENGINE_FACTORY is not None else None
+    try:
+        report = synthesize(config, engine=engine)
+    except OSError as exc:  # disk full while writing: name the output folder the error left out
+        if exc.filename is None and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG):
+            raise OSError(exc.errno, exc.strerror, config.output) from exc
+        raise
     print_report(report)
-    return 1 if report.failed else 0
+    return exit_code(report, expected, config.max_attempts)
