@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from html.parser import HTMLParser
 
-from tessy.records import RunOutput, config_fingerprint
+from tessy.cli.main import main
 from tessy.view import render_html, write_view
-from tests.test_records import CONFIG, make_record
+from tests.test_records import make_record
 
 
 class _Collect(HTMLParser):
@@ -70,9 +71,8 @@ def test_record_without_spans_shows_response():
 
 
 def test_write_view_hundreds(tmp_path):
-    with RunOutput(tmp_path / "run", config_fingerprint(CONFIG), CONFIG) as out:
-        for i in range(300):
-            out.write_record(make_record(f"s{i}"))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "records.jsonl").write_text("".join(json.dumps(make_record(f"s{i}")) + "\n" for i in range(300)))
     t0 = time.perf_counter()
     path = write_view(tmp_path / "run" / "records.jsonl", tmp_path / "view" / "index.html")
     assert time.perf_counter() - t0 < 5
@@ -82,3 +82,42 @@ def test_write_view_hundreds(tmp_path):
     assert page.rstrip().endswith("</html>")
     small = write_view(tmp_path / "run", tmp_path / "small.html", limit=5)
     assert small.read_text().count('<details class="sample"') == 5
+
+
+def _bad_lines(tmp_path):
+    """A records.jsonl with three good records and hand-edited bad lines between them."""
+    bad_totals = make_record("bad-totals")
+    bad_totals["totals"] = "lots"
+    bad_spans = make_record("bad-spans")
+    bad_spans["spans"] = [1, 2]
+    bad_share = make_record("bad-share")
+    bad_share["totals"]["teacher_share"] = "high"
+    lines = [json.dumps(make_record("g1")), "not json {", json.dumps([1, 2]), json.dumps(bad_totals),
+             json.dumps(make_record("g2")), json.dumps(bad_spans), json.dumps(bad_share), "",
+             json.dumps(make_record("g3")), '{"id": "torn", "messa']
+    path = tmp_path / "records.jsonl"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def test_malformed_records_are_skipped_with_their_line(tmp_path):
+    warnings = []
+    page = write_view(_bad_lines(tmp_path), tmp_path / "v.html", warn=warnings.append).read_text()
+    assert page.count('<details class="sample"') == 3
+    assert all(f">{n}. g{n}<" in page for n in (1, 2, 3))
+    skipped = sorted(int(re.search(r"line (\d+):", w).group(1)) for w in warnings)
+    assert skipped == [2, 3, 4, 6, 7, 10], warnings
+    assert "line 3: skipped, expected a JSON object, got list" in " ".join(warnings)
+    assert "line 4: skipped, cannot be shown (AttributeError" in " ".join(warnings)
+
+
+def test_view_command_warns_and_renders_the_rest(tmp_path, capsys):
+    path = _bad_lines(tmp_path)
+    assert main(["view", str(path), "-o", str(tmp_path / "out.html")]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert re.search(r"tessy view: warning: .*records\.jsonl line 2: skipped, not a JSON record", captured.err)
+    assert "(6 record lines skipped, see the warnings)" in captured.out
+    assert (tmp_path / "out.html").read_text().count('<details class="sample"') == 3
+    assert main(["view", str(tmp_path / "missing")]) == 2
+    assert "tessy view: error: no records at" in capsys.readouterr().err

@@ -7,17 +7,23 @@ and a line of numbers (spans, teacher share, tokens, finish reason, wall time).
 
 Promises: every piece of model or user text is HTML-escaped; whitespace and newlines are kept
 (``white-space: pre-wrap``); the page stays plain HTML for hundreds of samples (each sample
-is a ``<details>`` element, so long ones can be folded without scripts).
+is a ``<details>`` element, so long ones can be folded without scripts). `write_view` never fails
+on a bad line: a line that is not JSON, not an object, or a record it cannot render (a hand-edited
+field of the wrong type) is skipped with a warning naming its line, and the rest is rendered.
 """
 
 from __future__ import annotations
 
 import html
+import json
+import logging
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Iterator
 
-from tessy.records import read_records, summarize
+from tessy.records import summarize
+
+log = logging.getLogger(__name__)
 
 TEACHER_COLOUR = "#ffd8a8"  # orange
 STUDENT_COLOUR = "#c5e3ff"  # blue
@@ -125,6 +131,61 @@ def _sample_html(i: int, r: dict) -> str:
     return "\n".join(parts)
 
 
+def _index_row(i: int, r: dict) -> str:
+    return (f'<tr><td><a href="#{_anchor(i)}">{i + 1}. {_e(r.get("id", "?"))}</a></td>'
+            f'<td>{_pct(r.get("totals", {}).get("teacher_share"))}</td>'
+            f'<td>{_e(r.get("totals", {}).get("tokens_student", "?"))}</td>'
+            f'<td>{_e(r.get("finish_reason", "?"))}</td></tr>')
+
+
+def _model_rows(r: dict) -> list[tuple[str, str]]:
+    models = r.get("models", {})
+    rows = []
+    for role in ("teacher", "student"):
+        if role in models:
+            m = models[role]
+            rows.append((role, f"{m.get('model', '?')} (format {m.get('format', '?')}, "
+                               f"predictor {m.get('predictor') or '–'})"))
+    return rows
+
+
+def _unrenderable(r: object) -> str | None:
+    """Why record `r` cannot be shown (it is not an object, or a field has the wrong shape), or None."""
+    if not isinstance(r, dict):
+        return f"expected a JSON object, got {type(r).__name__}"
+    try:
+        _sample_html(0, r)
+        _index_row(0, r)
+        _model_rows(r)
+        summary = summarize([r])
+        _pct(summary["mean_teacher_share"]), _num(summary["mean_tokens_student"]), _num(summary["mean_wall_s"])
+    except Exception as exc:  # a hand-edited record: any field may be of any type
+        return f"cannot be shown ({type(exc).__name__}: {exc})"
+    return None
+
+
+def read_renderable(path: str | os.PathLike,
+                    warn: Callable[[str], None] | None = None) -> Iterator[dict]:
+    """The records of a records.jsonl that can be shown, in order; each line that cannot (not
+    JSON, not an object, a field of the wrong type) is skipped with ``warn("FILE line N: ...")``."""
+    warn = warn or log.warning
+    p = Path(path)
+    with open(p, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                warn(f"{p} line {n}: skipped, not a JSON record ({exc})")
+                continue
+            problem = _unrenderable(record)
+            if problem:
+                warn(f"{p} line {n}: skipped, {problem}")
+                continue
+            yield record
+
+
 def render_html(records: Iterable[dict], title: str = "tessy records") -> str:
     """One self-contained HTML page for ``records`` (see the module docstring)."""
     records = list(records)
@@ -139,19 +200,9 @@ def render_html(records: Iterable[dict], title: str = "tessy records") -> str:
             ("mean wall time", f"{_num(s['mean_wall_s'], '{:.2f}')} s"),
             ("finish reasons", ", ".join(f"{k}: {v}" for k, v in s["finish_reasons"].items())),
             ("methods", ", ".join(f"{k}: {v}" for k, v in s["methods"].items()))]
-    models = records[0].get("models", {}) if records else {}
-    for role in ("teacher", "student"):
-        if role in models:
-            m = models[role]
-            rows.append((role, f"{m.get('model', '?')} (format {m.get('format', '?')}, "
-                               f"predictor {m.get('predictor') or '–'})"))
+    rows += _model_rows(records[0]) if records else []
     summary = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
-    index = "".join(
-        f'<tr><td><a href="#{_anchor(i)}">{i + 1}. {_e(r.get("id", "?"))}</a></td>'
-        f'<td>{_pct(r.get("totals", {}).get("teacher_share"))}</td>'
-        f'<td>{_e(r.get("totals", {}).get("tokens_student", "?"))}</td>'
-        f'<td>{_e(r.get("finish_reason", "?"))}</td></tr>'
-        for i, r in enumerate(records))
+    index = "".join(_index_row(i, r) for i, r in enumerate(records))
     legend = ('<p class="legend"><span class="teacher">teacher span</span>'
               '<span class="student">student span</span>'
               '<span class="forced">forced (kept past the cut to end an empty hand-over loop)</span>'
@@ -169,15 +220,19 @@ def render_html(records: Iterable[dict], title: str = "tessy records") -> str:
 
 
 def write_view(records_path: str | os.PathLike, out_path: str | os.PathLike,
-               title: str | None = None, limit: int | None = None) -> Path:
+               title: str | None = None, limit: int | None = None,
+               warn: Callable[[str], None] | None = None) -> Path:
     """Render ``records_path`` (a records.jsonl or a run folder) to ``out_path``; return it.
 
-    ``limit`` keeps only the first N records. The page is written to a temporary file and
-    renamed, so a reader never sees half a page.
+    ``limit`` keeps only the first N records. A line that cannot be shown is skipped with
+    ``warn(message naming the line)`` (default: a logged warning). The page is written to a
+    temporary file and renamed, so a reader never sees half a page.
     """
     src = Path(records_path)
+    if src.is_dir():
+        src = src / "records.jsonl"
     recs = []
-    for r in read_records(src):
+    for r in read_renderable(src, warn):
         if limit is not None and len(recs) >= limit:
             break
         recs.append(r)
