@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from tessy.cli.main import positive_int
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", metavar="RUN", help="Run output folders (or records.jsonl files), one per method.")
@@ -16,13 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--student", help="Student model for the NLL (default: the one named in the records).")
     parser.add_argument("--student-format", help="Student chat format (default: the one named in the records).")
     parser.add_argument("--no-nll", action="store_true", help="Skip the student NLL (no model is loaded).")
-    parser.add_argument("--device", default="cpu", help="Device for the NLL model: cpu or cuda (default: cpu).")
-    parser.add_argument("--batch-size", type=int, default=8, help="Responses per NLL forward pass (default: 8).")
-    parser.add_argument("--max-response-tokens", type=int, default=1024,
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="Device for the NLL model: cpu or cuda (default: cpu).")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="Responses per NLL forward pass (default: 8).")
+    parser.add_argument("--max-response-tokens", type=positive_int, default=1024,
                         help="Score at most this many tokens of each response (default: 1024).")
     parser.add_argument("--all-records", action="store_true",
                         help="Use every record, not only the prompts all runs share.")
-    parser.add_argument("--top-words", type=int, default=15, help="Words per method in the frequency figure (default: 15).")
+    parser.add_argument("--top-words", type=positive_int, default=15, help="Words per method in the frequency figure (default: 15).")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,9 +16,13 @@ INSTRUCTION = "Complete this Python function. Explain your reasoning briefly, th
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from tessy.cli.main import exit_codes_epilog, positive_int
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = exit_codes_epilog()
     parser.add_argument("--output", default="demo-output", help="Folder for prompts, records and the view (default: demo-output).")
-    parser.add_argument("--problems", type=int, default=8, help="How many HumanEval problems (default: 8).")
-    parser.add_argument("--max-tokens", type=int, default=160, help="Most response tokens per sample (default: 160).")
+    parser.add_argument("--problems", type=positive_int, default=8, help="How many HumanEval problems, 1 to 164 (default: 8).")
+    parser.add_argument("--max-tokens", type=positive_int, default=160, help="Most response tokens per sample, at least 1 (default: 160).")
     parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
 
 
@@ -37,8 +41,8 @@ def write_prompts(path: Path, count: int) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tessy.cli.synthesize import print_report
-    from tessy.config import SynthesizeConfig
+    from tessy.cli.synthesize import exit_code, print_report
+    from tessy.config import SynthesizeConfig, validate
     from tessy.runner import synthesize
     from tessy.view import write_view
 
@@ -51,10 +55,11 @@ def run(args: argparse.Namespace) -> int:
         concurrency=args.problems,
         progress=not args.no_progress,
     )
+    validate(config)
     print(f"student: {config.student.model}, teacher: {config.teacher.model}, predictors: lexicon, CPU")
     report = synthesize(config)
     print_report(report)
     view = write_view(folder / "run" / "records.jsonl", folder / "view.html")
     print(f"records: {folder / 'run' / 'records.jsonl'}")
     print(f"view:    {view}  (open it in a browser: teacher and student spans in two colours)")
-    return 1 if report.failed else 0
+    return exit_code(report, args.problems, config.max_attempts)

@@ -31,7 +31,22 @@ EXIT_CODES = (
 
 def exit_codes_epilog() -> str:
     """The exit-code table for a command's --help."""
-    return "exit codes:\n" + "\n".join(f"  {code:<4}{text}" for code, text in EXIT_CODES)
+    import textwrap
+
+    return "exit codes:\n" + "\n".join(
+        textwrap.fill(text, width=78, initial_indent=f"  {code:<4}", subsequent_indent=" " * 6)
+        for code, text in EXIT_CODES)
+
+
+def positive_int(text: str) -> int:
+    """argparse type for a count of at least 1 (a usage error, exit 2, otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer at least 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer at least 1, got {value}")
+    return value
 
 
 def describe_os_error(exc: OSError) -> str:

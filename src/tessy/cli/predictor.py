@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tessy.cli.main import EXIT_OK, EXIT_UNFINISHED, exit_codes_epilog
 from tessy.config import add_dataclass_arguments, config_from_sources
 from tessy.predictors.pipeline.config import AnnotateConfig, EvalConfig, SampleConfig, TrainConfig
 
@@ -24,7 +25,8 @@ _NOT_FLAGS = {"config", "command", "module", "verbose", "step"}
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     steps = parser.add_subparsers(dest="step", metavar="STEP")
     for name, (cls, help_text) in STEPS.items():
-        sub = steps.add_parser(name, help=help_text, description=help_text)
+        sub = steps.add_parser(name, help=help_text, description=help_text, epilog=exit_codes_epilog(),
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
         sub.add_argument("--config", metavar="YAML", help="YAML file with any of the settings below.")
         add_dataclass_arguments(sub, cls)
     parser.set_defaults(_predictor_parser=parser)
@@ -45,10 +47,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _problems(report) -> int:
-    """Point at the failures and rejects of a run; exit status 1 when samples failed."""
+    """Point at the failures and rejects of a run; exit status 3 (unfinished) when some failed."""
     if report.failed or report.rejected:
         print(f"{report.failed} failed, {report.rejected} rejected: see {report.output}/failures.jsonl, rejects.jsonl")
-    return 1 if report.failed else 0
+    if report.failed:
+        print(f"tessy predictor: {report.failed} unfinished: see {report.output}/failures.jsonl; rerun the same "
+              "command to retry them", file=sys.stderr)
+        return EXIT_UNFINISHED
+    return EXIT_OK
 
 
 def _sample(config: SampleConfig) -> int:
