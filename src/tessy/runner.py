@@ -22,7 +22,6 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from tessy import __version__
 from tessy.config import ModelConfig, SynthesizeConfig
 from tessy.engine import Engine, Limits, Party, SampleResult
 from tessy.backends.base import SamplingParams
@@ -59,7 +58,7 @@ def load_party(role: str, config: ModelConfig) -> Party:
     if config.backend not in ("hf", "openai"):
         raise ValueError(f"{role}.backend: unknown backend {config.backend!r}; available: hf, openai")
     if config.backend == "openai":
-        from tessy.backends.openai_http import OpenAIHTTPBackend
+        from tessy.backends.openai import OpenAIHTTPBackend
 
         backend = OpenAIHTTPBackend.from_config(role, config)
     else:
@@ -86,53 +85,6 @@ def build_engine(config: SynthesizeConfig, parties: dict[str, Party] | None = No
         max_spans=config.max_spans,
     )
     return Engine(parties["student"], parties["teacher"], limits, seed=config.seed)
-
-
-def make_record(result: SampleResult, engine: Engine, method: str, fingerprint: str) -> dict[str, Any]:
-    """The record line of one finished sample (schema in `tessy.records`)."""
-    spans = [span.as_dict() for span in result.spans]
-    total = sum(span["tokens_student"] for span in spans)
-    teacher = sum(span["tokens_student"] for span in spans if span["role"] == "teacher")
-    thinking = [span for span in spans if span["section"] != "answer"]
-    thinking_total = sum(span["tokens_student"] for span in thinking)
-    thinking_teacher = sum(span["tokens_student"] for span in thinking if span["role"] == "teacher")
-    models = {
-        role: {"model": party.backend.model_name, "format": party.format.name, "predictor": party.predictor_name,
-               "transport": getattr(party.backend, "transport", "in_process")}
-        for role, party in engine.parties.items()
-    }
-    return {
-        "id": result.sample_id,
-        "method": method,
-        "messages": result.messages + [{"role": "assistant", "content": result.assistant_content}],
-        "spans": spans,
-        "totals": {
-            "spans": len(spans),
-            "tokens_student": total,
-            "teacher_tokens_student": teacher,
-            "teacher_share": teacher / total if total else 0.0,
-            "thinking_teacher_share": thinking_teacher / thinking_total if thinking_total else None,
-            "generated": result.generated,
-            "discarded": result.discarded,
-            "steps": result.steps,
-        },
-        "finish_reason": result.finish_reason,
-        "timings": {
-            "wall_s": round(result.wall_s, 4),
-            "generate_s": {role: round(seconds, 4) for role, seconds in result.generate_s.items()},
-            "predict_s": round(result.predict_s, 4),
-        },
-        "models": models,
-        "config_fingerprint": fingerprint,
-        "tessy_version": __version__,
-        # A method's own fields (teacher-score's scores, teacher-reference's reference, ...).
-        **{key: value for key, value in (result.extra or {}).items() if key not in RECORD_KEYS},
-    }
-
-
-#: Keys every record has; a method's extra fields may not replace them.
-RECORD_KEYS = frozenset({"id", "method", "messages", "spans", "totals", "finish_reason", "timings", "models",
-                         "config_fingerprint", "tessy_version"})
 
 
 async def run_method(engine: Engine, method: str, sample_id: str, messages: list[dict[str, str]],
@@ -176,7 +128,8 @@ class _Progress:
 
 async def synthesize_async(config: SynthesizeConfig, engine: Engine | None = None) -> RunReport:
     from tessy.inputs import PromptItem, Reject, count_prompts, read_prompts
-    from tessy.records import RunOutput, config_fingerprint
+    from tessy.records import build_record, validate_record
+    from tessy.store import RunOutput, config_fingerprint
 
     if config.method not in METHODS:
         raise ValueError(f"method: unknown method {config.method!r}; available: {', '.join(METHODS)}")
@@ -194,7 +147,7 @@ async def synthesize_async(config: SynthesizeConfig, engine: Engine | None = Non
     public = dataclasses.asdict(config)
     for role in ("teacher", "student"):  # a literal API key never reaches run.json
         public[role]["api_key"] = "<redacted>" if public[role].get("api_key") else ""
-    output = RunOutput(config.output, fingerprint, public, overwrite=config.overwrite)
+    output = RunOutput(config.output, fingerprint, public, overwrite=config.overwrite, validate=validate_record)
     report = RunReport(output=config.output)
     started = time.perf_counter()
     try:
@@ -240,9 +193,16 @@ async def synthesize_async(config: SynthesizeConfig, engine: Engine | None = Non
             while (item := await queue.get()) is not None:
                 try:
                     result = await run_method(engine, config.method, item.id, item.messages, config)
-                    record = make_record(result, engine, config.method, fingerprint)
-                    written = output.write_record(record)  # validates: a bad record is a failure
+                    record = build_record(result, engine, config.method, fingerprint)
+                    # Validated (a bad record is a failure) and fsynced off the event loop.
+                    written = await asyncio.to_thread(output.write_record, record)
                 except Exception as exc:  # one bad sample must not stop the run
+                    from tessy.backends.base import ServersUnavailable
+
+                    if isinstance(exc, ServersUnavailable):
+                        # Every server of a role is down past its wait: not this sample's fault. No
+                        # failure is written (no attempt spent); the run stops with the message.
+                        raise
                     attempt = output.failed_attempts(item.id) + 1
                     reason = f"{type(exc).__name__}: {exc}"
                     log.debug("sample %s failed:\n%s", item.id, traceback.format_exc())

@@ -8,8 +8,9 @@ A format answers four questions for the engine, for one model family:
 2. `find_thinking_end(text)`: where, in text this model generated, its thinking section ends;
 3. `answer_opener`: what this family writes between the thinking text and the final answer,
    used when the thinking end is handed over from the other model;
-4. `assistant_content(thinking, answer)`: the assistant message exactly as this family writes
-   it, used for the record (always in the student's format).
+4. `assistant_content(thinking, answer, thinking_done)`: the assistant message exactly as this
+   family writes it, used for the record (always in the student's format). Thinking that did
+   not end (the budget cut it) stays open: no end marker, no answer.
 
 Families without a thinking section (`has_thinking = False`) alternate over the whole response.
 
@@ -87,10 +88,13 @@ class ChatFormat(ABC):
         the marker and the family's separator after it."""
         return rest
 
-    def assistant_content(self, thinking: str, answer: str) -> str:
-        """The assistant message as this family writes it (thinking included)."""
+    def assistant_content(self, thinking: str, answer: str, thinking_done: bool = True) -> str:
+        """The assistant message as this family writes it (thinking included); thinking that
+        did not end is left open."""
         if not self.has_thinking:
             return thinking + answer
+        if not thinking_done:
+            return self.thinking_opener + thinking
         return self.thinking_opener + thinking + self.answer_opener + answer
 
     def stop_token_ids(self, tokenizer: Any) -> frozenset[int]:

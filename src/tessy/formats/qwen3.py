@@ -39,7 +39,9 @@ class ThinkTagFormat(ChatFormat):
     def _after_end_marker(self, rest: str) -> str:
         return rest.split(THINK_END, 1)[-1].lstrip("\n")
 
-    def assistant_content(self, thinking: str, answer: str) -> str:
+    def assistant_content(self, thinking: str, answer: str, thinking_done: bool = True) -> str:
+        if not thinking_done:  # cut by the budget: left open, as it was written
+            return self.thinking_opener + thinking.lstrip("\n")
         return self.thinking_opener + thinking.strip("\n") + self.answer_opener + answer.lstrip("\n")
 
     def _with_opener(self, text: str) -> str:

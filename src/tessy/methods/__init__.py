@@ -10,7 +10,7 @@
   answer with it in its prompt; the record keeps the plain prompt.
 
 For model families without a thinking section (the CPU demo pair) `teacher-think` and
-`teacher-answer` treat the first paragraph as the thinking (see `Engine.run_split`).
+`teacher-answer` treat the first paragraph as the thinking (see `methods.split`).
 """
 
 # Importing a method module registers it; this order is the order of `METHODS`.

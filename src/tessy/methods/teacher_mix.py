@@ -7,6 +7,7 @@ import hashlib
 
 from tessy.engine import STUDENT, TEACHER
 from tessy.methods.registry import register, with_extra
+from tessy.methods.single import write_alone
 
 
 def mix_role(seed: int, sample_id: str) -> str:
@@ -17,4 +18,4 @@ def mix_role(seed: int, sample_id: str) -> str:
 @register("teacher-mix", "half the prompts from the teacher, half from the student (by id and seed)")
 async def teacher_mix(engine, sample_id, messages, options):
     role = mix_role(engine.seed, sample_id)
-    return with_extra(await engine.run_single(sample_id, messages, role), mix_role=role)
+    return with_extra(await write_alone(engine, sample_id, messages, role), mix_role=role)

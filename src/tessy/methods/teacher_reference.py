@@ -16,6 +16,7 @@ import time
 
 from tessy.engine import STUDENT, TEACHER, SampleResult
 from tessy.methods.registry import merge_timings, register, with_extra
+from tessy.methods.single import write_alone
 
 REFERENCE_PROMPT = (
     "{prompt}\n\n"
@@ -41,9 +42,9 @@ def with_reference(messages: list[dict[str, str]], reference: str) -> list[dict[
 @register("teacher-reference", "the teacher writes a reference answer, the student writes thinking and answer with it")
 async def teacher_reference(engine, sample_id, messages, options):
     started = time.perf_counter()
-    teacher = await engine.run_single(sample_id, messages, TEACHER)
+    teacher = await write_alone(engine, sample_id, messages, TEACHER)
     reference = reference_text(teacher)
-    student = await engine.run_single(sample_id, messages, STUDENT, prompt_messages=with_reference(messages, reference))
+    student = await write_alone(engine, sample_id, messages, STUDENT, prompt_messages=with_reference(messages, reference))
     generated = teacher.generated + student.generated
     kept = sum(span.tokens_own for span in student.spans)
     result = SampleResult(sample_id, list(messages), student.assistant_content, student.spans, student.finish_reason,

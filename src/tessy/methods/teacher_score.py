@@ -5,7 +5,7 @@ Promises:
 
 - candidates are sampled with their own seeds (the sample id plus `#c<i>`), all at once, so the
   backend can batch them; the kept response is candidate `chosen`, unchanged;
-- the teacher judges greedily (`Engine.judge`); for families with a thinking section it sees the
+- the teacher judges greedily (`judge`); for families with a thinking section it sees the
   candidate's final answer (the whole response when there is none) and its score is read from
   its final answer;
 - a score is the first number in the teacher's reply, kept when it lies in 0..10, else `None`;
@@ -22,8 +22,11 @@ import asyncio
 import re
 import time
 
-from tessy.engine import STUDENT, SampleResult
+from dataclasses import dataclass
+
+from tessy.engine import STUDENT, TEACHER, Engine, SampleResult, stop_string_end
 from tessy.methods.registry import merge_timings, register, with_extra
+from tessy.methods.single import write_alone
 
 SCORING_PROMPT = (
     "You are grading an answer written by a student model.\n\n"
@@ -33,6 +36,40 @@ SCORING_PROMPT = (
     "(fully correct and clear). Reply with the number only."
 )
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+@dataclass
+class Judgement:
+    """A model's greedy answer to a judging prompt."""
+
+    text: str
+    finish: str
+    generate_s: float
+    generated: int
+
+
+async def judge(engine: Engine, sample_id: str, messages: list[dict[str, str]], role: str = TEACHER) -> Judgement:
+    """`role` answers `messages` greedily, in its own tokens: with a thinking section it thinks
+    (at most `max_tokens - max_answer_tokens`) and its final answer is the reply ("" if its
+    thinking never ends); without one, at most 16 tokens are its reply."""
+    state = engine.new_state(sample_id, messages, roles=(role,), turn=role, min_room=1)
+    chat_format = engine.parties[role].format
+    try:
+        if chat_format.has_thinking:
+            thought = await engine.write(state, role, engine.limits.thinking_budget(), chat_format.find_thinking_end,
+                                         temperature=0.0, own_tokens=True)
+            engine.keep(state, role, "thinking", thought.pieces, len(thought.pieces), thought.generated)
+            written = thought
+            if thought.finish in ("stop", "end"):
+                written = await engine.write_answer(state, role, temperature=0.0, own_tokens=True)
+            text = written.text if written is not thought else ""
+        else:
+            written = await engine.write(state, role, 16, stop_string_end(chat_format), temperature=0.0,
+                                         own_tokens=True)
+            text = written.text
+    finally:
+        engine.release(state)
+    return Judgement(text, written.finish, state.generate_s[role], state.generated)
 
 
 def parse_score(reply: str) -> float | None:
@@ -66,9 +103,9 @@ async def teacher_score(engine, sample_id, messages, options):
     started = time.perf_counter()
     count = max(1, options.candidates)
     candidates = await asyncio.gather(*(
-        engine.run_single(f"{sample_id}#c{index}", messages, STUDENT) for index in range(count)))
+        write_alone(engine, f"{sample_id}#c{index}", messages, STUDENT) for index in range(count)))
     judgements = await asyncio.gather(*(
-        engine.judge(f"{sample_id}#j{index}", scoring_messages(messages, candidate_answer(result)))
+        judge(engine, f"{sample_id}#j{index}", scoring_messages(messages, candidate_answer(result)))
         for index, result in enumerate(candidates)))
     scores = [parse_score(judgement.text) for judgement in judgements]
     chosen = best_candidate(scores)

@@ -1,4 +1,4 @@
-"""`tessy`: teacher and student write one response together (Algorithm 1, `Engine.run`)."""
+"""`tessy`: teacher and student write one response together (Algorithm 1, `tessy.engine.cooperative`)."""
 
 from tessy.methods.registry import register
 

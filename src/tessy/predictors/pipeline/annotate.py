@@ -19,7 +19,7 @@ the segment, retries, and the annotation output folder.
   in the segment is retried up to `max_attempts` answers; then the segment goes to
   ``failures.jsonl`` with the last reason. An empty array is a valid answer (no style text).
 
-Output folder (`tessy.records.RunOutput`: append-only, exactly-once, resumable, one config per
+Output folder (`tessy.store.RunOutput`: append-only, exactly-once, resumable, one config per
 folder): ``records.jsonl`` one annotated segment per line (schema in the package doc, ``id`` =
 segment id), ``failures.jsonl``, ``rejects.jsonl`` (unusable segment lines), ``run.json``. A rerun
 skips annotated segments and retries failed ones.
@@ -382,7 +382,7 @@ def fingerprint_fields(config: AnnotateConfig, annotator: Annotator) -> dict:
 async def annotate_async(config: AnnotateConfig, annotator: Annotator | None = None) -> AnnotateReport:
     """Annotate every segment of `config.input` not yet done in `config.output`."""
     from tessy.predictors.pipeline.data import read_segments
-    from tessy.records import RunOutput, config_fingerprint
+    from tessy.store import RunOutput, config_fingerprint
 
     if config.concurrency < 1:
         raise ValueError("concurrency must be >= 1")

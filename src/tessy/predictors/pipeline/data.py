@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from tessy.records import _iter_jsonl
+from tessy.store import iter_jsonl
 
 SEGMENTS_FILE = "segments.jsonl"
 ANNOTATIONS_FILE = "records.jsonl"
@@ -42,7 +42,7 @@ def parse_roles(spec: str) -> tuple[str, ...]:
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
     """Objects of a JSONL file; a torn last line (a crash mid-write) is skipped."""
-    for _, obj in _iter_jsonl(Path(path)):
+    for _, obj in iter_jsonl(Path(path)):
         yield obj
 
 
@@ -163,10 +163,10 @@ def range_labels(text: str, mask: list[bool], ranges: Iterable[tuple[int, int]])
 def pieces_of(tokenizer, text: str) -> list[str]:
     """`text` cut at the tokenizer's token boundaries, as the engine sees a model's output
     (one piece per token); the pieces join to `text` exactly."""
-    from tessy.tokens import piece_texts
+    from tessy.engine.decode import decode_pieces
 
     ids = tokenizer.encode(text, add_special_tokens=False)
-    pieces = piece_texts(tokenizer, ids)
+    pieces = decode_pieces(tokenizer, ids)
     if "".join(pieces) == text:
         return pieces
     # Decoding does not give the text back (normalisation): cut at the offsets instead.

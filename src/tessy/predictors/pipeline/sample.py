@@ -2,7 +2,7 @@
 
 Owns: generating full responses with one model and cutting their thinking text into segments.
 Responses come from the synthesize machinery itself (`runner.synthesize_async` with the
-`student-only` / `teacher-only` method, over `runner.load_party` and `Engine.run_single`), so
+`student-only` / `teacher-only` method, over `runner.load_party` and `methods.single.write_alone`), so
 the responses folder gets the same guarantees as a synthesize run: rejects with line numbers,
 bounded retries of failed prompts, and exactly-once resume (a rerun generates only what is
 missing). The output folder holds:
@@ -148,16 +148,20 @@ async def sample_async(config: SampleConfig, party=None) -> SampleReport:
     model_cfg = model_config(config)
     given = party
     party = party or load_party(config.role, model_cfg)
+    # Thinking gets max_tokens - max_answer_tokens: give it max_new_tokens (the answer is not sampled).
+    thinks = party.format.has_thinking
+    limits = Limits(max_tokens=2 * config.max_new_tokens if thinks else config.max_new_tokens,
+                    max_answer_tokens=config.max_new_tokens)
     synth = SynthesizeConfig(
         input=config.input, output=config.output, method=f"{config.role}-only",
         prompt_field=config.prompt_field, messages_field=config.messages_field, id_field=config.id_field,
         system_prompt=config.system_prompt, limit=config.limit, concurrency=config.concurrency,
-        max_tokens=config.max_new_tokens, max_answer_tokens=config.max_new_tokens, seed=config.seed,
+        max_tokens=limits.max_tokens, max_answer_tokens=limits.max_answer_tokens, seed=config.seed,
         overwrite=config.overwrite, progress=config.progress, max_attempts=config.max_attempts,
         teacher=dataclasses.replace(model_cfg), student=dataclasses.replace(model_cfg),
     )
-    # One model plays both parts: `run_single` uses only the party of `role`.
-    engine = Engine(party, party, Limits(max_tokens=config.max_new_tokens), seed=config.seed)
+    # One model plays both parts: the single-model method uses only the party of `role`.
+    engine = Engine(party, party, limits, seed=config.seed)
     run = await synthesize_async(synth, engine=engine)
     records = list(read_records(config.output))
     model_name = party.backend.model_name

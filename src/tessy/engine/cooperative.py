@@ -1,0 +1,156 @@
+"""Algorithm 1 of the paper: two models write one response together, span by span.
+
+The student writes first. The model whose turn it is generates up to k tokens; its boundary
+predictor labels every new token as style or capability; the span is cut before the first token
+of the wrong kind for its role (teacher: style; student: capability), and the rest is thrown
+away. A cut hands the turn to the other model; no cut lets the same model go on. When the thinking
+section ends, the student writes the whole final answer. Families without a thinking section
+alternate over the whole response until a model stops.
+
+Where a cut may fall: only on a character boundary (also when both models share a vocabulary,
+so their sequences never diverge inside a character); when the vocabularies differ, further back
+to a word boundary, never forward, so no model continues from half a word. Two empty hand-overs
+in a row force the model whose turn it is to keep at least one word (the span is `forced`), so
+the models cannot pass the turn back and forth without progress.
+
+How a sample ends (`FINISH_REASONS`): "stop" (a model ended the response, or the thinking ended
+and the student's answer stopped); "length" (the budget in `Limits`, never exceeded: each step
+asks for at most what is left, and a span that still counts more is trimmed); "max_spans";
+"repetition"; "context". A sample that ends inside its thinking keeps the thinking open.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from tessy.engine.decode import IncrementalDecoder, Pieces, fit
+from tessy.engine.state import OTHER, STUDENT, SampleResult, SampleState
+from tessy.engine.text import tail_repetition, word_boundary_after, word_boundary_at_or_before
+from tessy.predictors.base import cut_index
+
+if TYPE_CHECKING:
+    from tessy.engine.pair import Engine
+
+#: Consecutive empty hand-overs allowed before the current model must keep a word.
+MAX_EMPTY_HANDOVERS = 2
+THINKING_DONE = "thinking_done"
+
+
+@dataclass
+class OpenSpan:
+    """The span the current model is building: its tokens so far, decoded as they come."""
+
+    role: str
+    decoder: IncrementalDecoder
+    pieces: Pieces = field(default_factory=Pieces)
+    generated: int = 0
+
+
+async def run_cooperative(engine: "Engine", sample_id: str, messages: list[dict[str, str]]) -> SampleResult:
+    started = time.perf_counter()
+    state = engine.new_state(sample_id, messages)
+    try:
+        finish = await alternate(engine, state)
+        if finish == THINKING_DONE:
+            written = await engine.write_answer(state, STUDENT)
+            finish = "stop" if written.finish == "stop" else written.finish
+    finally:
+        engine.release(state)
+    return engine.result(state, messages, finish, started)
+
+
+def open_span(engine: "Engine", state: SampleState) -> OpenSpan:
+    role = state.turn
+    return OpenSpan(role, IncrementalDecoder(engine.parties[role].tokenizer, state.ids[role]))
+
+
+async def alternate(engine: "Engine", state: SampleState) -> str:
+    """Lines 7-20 of Algorithm 1: the models take turns until the thinking section (or, without
+    one, the response) ends; returns THINKING_DONE or a finish reason."""
+    section = "thinking" if engine.has_thinking else "response"
+    budget = engine.limits.thinking_budget() if engine.has_thinking else engine.limits.max_tokens
+    span = open_span(engine, state)
+    while True:
+        role = state.turn
+        party = engine.parties[role]
+        meter = engine.meter(role)
+        left = budget - state.section_tokens(section) - meter(span.pieces, len(span.pieces))
+        context = state.ids[role] + span.pieces.ids
+        room = party.backend.max_context - len(context)
+        repeating = len(span.pieces) > 0 and tail_repetition(state.section_text(section) + span.pieces.text)
+        if len(state.spans) >= engine.limits.max_spans or left <= 0 or room <= 0 or repeating:
+            close(engine, state, section, span, len(span.pieces), budget)
+            return ("repetition" if repeating else "length" if left <= 0
+                    else "context" if room <= 0 else "max_spans")
+
+        # One step: up to k new tokens, never more than the budget left.
+        new_ids, stopped, generated = await engine.generate(state, role, context, min(party.k, left, room))
+        start = len(span.pieces)
+        new = span.pieces.add(span.decoder, new_ids)
+        span.generated += generated
+        # The end of the thinking section (or a stop string) ends the span; its marker is dropped.
+        end = find_end(engine, role, span.pieces.text)
+        usable = span.pieces.tokens_ending_by(end) if end is not None else len(span.pieces)
+        ended = stopped or end is not None
+        labels = await engine.label(state, role, state.section_text(section) + span.pieces.text_before(start),
+                                    new.texts[: max(0, usable - start)])
+        cut = cut_index(role, labels)
+        if cut is None and not ended:
+            continue  # no cut: the same model goes on
+
+        keep, forced = usable, False
+        if cut is not None:
+            keep, forced = cut_position(engine, state, span.pieces, start + cut, usable)
+        if state.trace is not None:
+            state.trace.append({"role": role, "span_start": start, "pieces": new.texts, "labels": labels,
+                                "cut": cut, "keep": keep, "forced": forced, "ended": ended})
+        trimmed = close(engine, state, section, span, keep, budget, forced)
+        if trimmed:
+            return "length"
+        if tail_repetition(state.section_text(section)):
+            return "repetition"
+        if cut is None:  # the model ended the section itself
+            return THINKING_DONE if engine.has_thinking else "stop"
+        state.turn = OTHER[role]
+        span = open_span(engine, state)
+
+
+def find_end(engine: "Engine", role: str, text: str) -> int | None:
+    """Where the thinking section (or, without one, the response at a stop string) ends in `text`."""
+    chat_format = engine.parties[role].format
+    if engine.has_thinking:
+        return chat_format.find_thinking_end(text)
+    found = [position for position in (text.find(stop) for stop in chat_format.stop_strings) if position >= 0]
+    return min(found) if found else None
+
+
+def cut_position(engine: "Engine", state: SampleState, pieces: Pieces, cut: int, usable: int) -> tuple[int, bool]:
+    """Where the span is really cut, and whether it was forced: at or before `cut` on a
+    character boundary (between different vocabularies, on a word boundary); after two empty
+    hand-overs in a row, past the cut to keep at least one word (one character, same vocabulary)."""
+    keep = pieces.char_boundary_at_or_before(cut)
+    if not engine.shared_vocab:
+        keep = word_boundary_at_or_before(pieces, keep)
+    if keep > 0 or state.empty_handovers < MAX_EMPTY_HANDOVERS:
+        return keep, False
+    if engine.shared_vocab:
+        forced = next((index + 1 for index, complete in enumerate(pieces.boundary) if complete), 0)
+    else:
+        forced = pieces.char_boundary_at_or_before(word_boundary_after(pieces, 0))
+    forced = pieces.char_boundary_at_or_before(min(forced, usable))
+    return forced, forced > 0
+
+
+def close(engine: "Engine", state: SampleState, section: str, span: OpenSpan, keep: int, budget: int,
+          forced: bool = False) -> bool:
+    """Keep the first `keep` tokens of the open span (fewer if they would pass the budget), hand
+    them to the other model and roll the writer back. Returns whether the budget trimmed it."""
+    role, meter = span.role, engine.meter(span.role)
+    left = budget - state.section_tokens(section)
+    fitted = fit(span.pieces, keep, meter, left)
+    engine.hand_over(state, role, span.pieces, fitted)
+    engine.keep(state, role, section, span.pieces, fitted, span.generated, forced)
+    state.empty_handovers = 0 if fitted else state.empty_handovers + 1
+    return fitted < keep and meter(span.pieces, keep) > left
