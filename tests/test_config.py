@@ -46,3 +46,104 @@ def test_every_flag_has_help():
     for action in sub._actions:
         if action.option_strings and action.dest != "help":
             assert action.help and not action.help.startswith(" (default"), action.dest
+
+
+# ---------------------------------------------------------------------------- validation at the door
+
+from tessy.config import (BACKEND_CHOICES, FORMAT_ALIASES, FORMAT_CHOICES, METHOD_CHOICES,  # noqa: E402
+                          PROMPT_MODE_CHOICES, ModelConfig, describe_bounds, validate)
+from tessy.predictors.pipeline.config import AnnotateConfig, EvalConfig, SampleConfig, TrainConfig  # noqa: E402
+
+
+def test_choices_match_the_registries():
+    from tessy.backends.openai.backend import PROMPT_MODES
+    from tessy.formats import _ALIASES, CHOICES
+    from tessy.methods import METHODS
+
+    assert set(FORMAT_CHOICES) == set(CHOICES) and set(FORMAT_ALIASES) == set(_ALIASES)
+    assert METHOD_CHOICES == METHODS
+    assert PROMPT_MODE_CHOICES == PROMPT_MODES
+    assert BACKEND_CHOICES == ("hf", "openai")
+
+
+def test_defaults_of_every_config_are_valid():
+    for cls in (SynthesizeConfig, ModelConfig, SampleConfig, AnnotateConfig, TrainConfig, EvalConfig):
+        validate(cls())
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ("concurrency: 0\n", r"run.yaml: concurrency: expected an integer at least 1, got 0"),
+    ("student:\n  k: null\n", r"run.yaml: student.k: expected an integer at least 1, got null"),
+    ("teacher:\n  k: 2.7\n", r"teacher.k: expected an integer at least 1, got 2.7"),
+    ("teacher:\n  temperature: true\n", r"teacher.temperature: expected a number at least 0, got true"),
+    ("teacher:\n  temperature: .nan\n", r"teacher.temperature: expected a finite number, got nan"),
+    ("student:\n  top_p: 0\n", r"student.top_p: expected a number greater than 0 and at most 1, got 0"),
+    ("teacher:\n  headers: 'X: y'\n", r"teacher.headers: expected a mapping"),
+    ("teacher:\n  headers: {X-Key: 5}\n", r"teacher.headers: the value of 'X-Key' must be a string, got 5"),
+    ("system_prompt: null\n", r"system_prompt: expected a string, got null"),
+    ("progress: 'yes'\n", r"progress: expected true or false, got 'yes'"),
+    ("method: Tessy\n", r"method: expected one of: tessy, .*; got 'Tessy'"),
+    ("prompt_field: ''\n", r"prompt_field: must not be empty"),
+    ("teacher: 3\n", r"run.yaml: 'teacher' must be a mapping of ModelConfig settings, got 3"),
+    ("teacher:\n  backend: openai\n  url: localhost:8000\n", r"teacher.url: expected http:// or https:// URLs"),
+])
+def test_bad_yaml_values_are_named_with_their_range(tmp_path, yaml_text, message):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=message):
+        config_from_sources(SynthesizeConfig, str(path))
+
+
+def test_good_values_are_kept_and_converted(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("teacher:\n  temperature: 1\n  format: R1\n  k: 8.0\n  headers: {X-Trace: abc}\n"
+                    "student:\n  format: gpt-oss\n")
+    config = config_from_sources(SynthesizeConfig, str(path), {"student.headers": '{"A": "b"}'})
+    assert config.teacher.temperature == 1.0 and isinstance(config.teacher.temperature, float)
+    assert config.teacher.k == 8 and isinstance(config.teacher.k, int)
+    assert config.teacher.format == "R1"  # kept as written: the fingerprint of existing runs holds
+    assert config.student.headers == {"A": "b"}
+    with pytest.raises(ConfigError, match=r"--student.headers: expected a mapping"):
+        config_from_sources(SynthesizeConfig, None, {"student.headers": "not json"})
+
+
+def test_all_problems_are_listed_at_once():
+    with pytest.raises(ConfigError) as info:
+        config_from_sources(SynthesizeConfig, None, {"concurrency": 0, "teacher.k": 0, "limit": -1})
+    text = str(info.value)
+    assert text.startswith("3 bad settings:")
+    assert "--concurrency" in text and "--teacher.k" in text and "--limit" in text
+
+
+def test_python_built_configs_are_checked_too():
+    with pytest.raises(ConfigError, match=r"^bad setting: max_spans: expected an integer at least 1, got 0$"):
+        validate(SynthesizeConfig(max_spans=0))
+
+
+def test_pipeline_configs_are_checked():
+    with pytest.raises(ConfigError, match=r"--role: expected one of: student, teacher; got 'teachr'"):
+        config_from_sources(SampleConfig, None, {"role": "teachr"})
+    with pytest.raises(ConfigError, match=r"--min-segment-tokens: must not exceed max_segment_tokens \(50\), got 100"):
+        config_from_sources(SampleConfig, None, {"min_segment_tokens": 100, "max_segment_tokens": 50})
+    with pytest.raises(ConfigError, match=r"test_fraction \+ dev_fraction must be below 1"):
+        config_from_sources(TrainConfig, None, {"test_fraction": 0.6, "dev_fraction": 0.5})
+    with pytest.raises(ConfigError, match=r"--split: expected one of: test, dev, train, all"):
+        config_from_sources(EvalConfig, None, {"split": "validation"})
+    assert config_from_sources(AnnotateConfig, None, {"annotator": "openai"}).annotator == "openai"  # old name
+
+
+def test_bounds_in_words():
+    assert describe_bounds({"min": 1}) == "at least 1"
+    assert describe_bounds({"gt": 0, "max": 1}) == "greater than 0 and at most 1"
+    assert describe_bounds({"min": 0, "max": 1}) == "from 0 to 1"
+    assert describe_bounds({"choices": ("a", "b")}) == "one of: a, b"
+    assert describe_bounds({"help": "x"}) == ""
+
+
+def test_every_bounded_flag_shows_its_bounds_in_help():
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices["synthesize"]
+    helps = {action.dest: action.help for action in sub._actions}
+    assert helps["concurrency"].endswith("(default: 8; at least 1)")
+    assert helps["teacher.top_p"].endswith("(default: 0.95; greater than 0 and at most 1)")
+    assert "one of: hf, openai" in helps["student.backend"]

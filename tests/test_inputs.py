@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tessy.inputs import PromptItem, Reject, count_prompts, messages_id, read_prompts
+from tessy.inputs import InputError, PromptItem, Reject, count_prompts, messages_id, read_prompts
 
 
 def write_jsonl(path, lines):
@@ -166,3 +166,145 @@ def test_unknown_type_and_missing(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no .jsonl, .json or .parquet"):
         read_prompts(tmp_path / "empty")
+
+
+# ---------------------------------------------------------------------------- bad inputs (issue 9)
+
+
+def test_bom_does_not_lose_the_first_prompt(tmp_path):
+    p = tmp_path / "p.jsonl"
+    p.write_bytes(b"\xef\xbb\xbf" + b'{"id": "first", "prompt": "one"}\n{"id": "second", "prompt": "two"}\n')
+    assert [x.id for x in read_prompts(p)] == ["first", "second"]
+    assert count_prompts(p) == 2
+    j = tmp_path / "p.json"
+    j.write_bytes(b"\xef\xbb\xbf" + json.dumps([{"prompt": "a"}], indent=2).encode())
+    assert [x.messages[0]["content"] for x in read_prompts(j)] == ["a"]
+
+
+def test_json_documents_and_json_lines_named_json(tmp_path):
+    pretty = tmp_path / "pretty.json"
+    pretty.write_text(json.dumps([{"id": "a", "prompt": "A"}, {"id": "b", "prompt": "B"}], indent=4))
+    assert [x.id for x in read_prompts(pretty)] == ["a", "b"] and count_prompts(pretty) == 2
+    single = tmp_path / "single.json"
+    single.write_text(json.dumps({"id": "only", "prompt": "A"}, indent=2))
+    assert [x.id for x in read_prompts(single)] == ["only"] and count_prompts(single) == 1
+    lines = write_jsonl(tmp_path / "lines.json", [{"id": "x", "prompt": "X"}, {"id": "y", "prompt": "Y"}])
+    assert [x.id for x in read_prompts(lines)] == ["x", "y"] and count_prompts(lines) == 2
+    bad = tmp_path / "bad.json"
+    bad.write_text('[\n  {"prompt": "a"},\n  {"prompt": "b"\n]\n')
+    with pytest.raises(InputError, match=r"bad.json: not valid JSON at line 4, column 1"):
+        read_prompts(bad)
+
+
+def test_lone_surrogates_are_rejects_not_aborts(tmp_path):
+    p = write_jsonl(tmp_path / "p.jsonl", [
+        '{"prompt": "no id \\udfff"}',
+        '{"id": "s", "prompt": "with id \\ud800"}',
+        '{"id": "\\udfff", "prompt": "bad id"}',
+        '{"messages": [{"role": "system", "content": "\\udc00"}, {"role": "user", "content": "q"}]}',
+        {"id": "ok", "prompt": "fine"},
+    ])
+    out = list(read_prompts(p))
+    assert [type(x).__name__ for x in out] == ["Reject"] * 4 + ["PromptItem"]
+    assert out[0].reason == "line 1: field 'prompt' is not valid Unicode text: lone surrogate '\\udfff' at character 7"
+    assert out[1].id == "s" and "lone surrogate '\\ud800'" in out[1].reason
+    assert "field 'id' is not valid Unicode text" in out[2].reason
+    assert "field 'messages'[0].content is not valid Unicode text" in out[3].reason
+
+
+def test_prompt_length_is_checked_by_characters_before_tokenizing(tmp_path):
+    import time
+
+    p = write_jsonl(tmp_path / "p.jsonl", [{"id": "huge", "prompt": "x" * 10_000_000}, {"id": "ok", "prompt": "hi"}])
+    started = time.perf_counter()
+    out = list(read_prompts(p))
+    assert time.perf_counter() - started < 5
+    assert out[0].reason == "line 1: prompt is 10,000,000 characters, more than max_prompt_chars (200,000)"
+    assert out[1].id == "ok"
+    sys_prompt = list(read_prompts(p, system_prompt="s" * 10, max_chars=11))  # the system turn counts
+    assert isinstance(sys_prompt[1], Reject) and "12 characters" in sys_prompt[1].reason
+
+
+def test_null_and_missing_fields_are_told_apart(tmp_path):
+    p = write_jsonl(tmp_path / "p.jsonl", [{"id": "n", "prompt": None}, {"id": "m", "question": "q"},
+                                           {"id": "c", "messages": [{"role": "user", "content": None}]}])
+    out = list(read_prompts(p))
+    assert out[0].reason == "line 1: field 'prompt' is null"
+    assert out[1].reason == "line 2: missing field 'prompt' (or 'messages'); the row has: id, question"
+    assert out[2].reason == "line 3: field 'messages'[0].content must be a string, got null"
+
+
+def test_malformed_json_message_reads_well(tmp_path):
+    p = write_jsonl(tmp_path / "p.jsonl", ['{"id": "x", "prompt": "unterminated', {"prompt": "ok"}])
+    reason = next(iter(read_prompts(p))).reason
+    assert reason == "line 1: malformed JSON (Unterminated string starting at column 23)"
+    assert "at at" not in reason
+
+
+def test_a_source_without_the_prompt_field_is_an_error_naming_the_fields(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"question": ["a"], "answer": ["b"]}), tmp_path / "q.parquet")
+    with pytest.raises(InputError, match=r"q.parquet: no column has the prompt field 'prompt' \(or 'messages'\); "
+                                         r"fields found: answer, question"):
+        read_prompts(tmp_path / "q.parquet")
+    assert len(list(read_prompts(tmp_path / "q.parquet", prompt_field="question"))) == 1
+    p = write_jsonl(tmp_path / "q.jsonl", [{"question": "a"}, {"question": "b"}])
+    with pytest.raises(InputError, match=r"q.jsonl: no row has the prompt field 'prompt'"):
+        read_prompts(p)
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", [{"question": "a"}, {"prompt": "b"}])
+    assert [type(x).__name__ for x in read_prompts(mixed)] == ["Reject", "PromptItem"]  # one good row: rejects
+
+
+def test_whole_source_errors_name_the_file(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("\n \n")
+    with pytest.raises(InputError, match=r"empty.jsonl: holds no prompts"):
+        read_prompts(tmp_path / "empty.jsonl")
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 nope")
+    with pytest.raises(InputError, match=r"bad.parquet: not a readable Parquet file"):
+        read_prompts(tmp_path / "bad.parquet")
+    with pytest.raises(InputError, match=r"bad.parquet: not a readable Parquet file"):
+        count_prompts(tmp_path / "bad.parquet")
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "state.json").write_text("{}")
+    with pytest.raises(InputError, match=r"fake: looks like a folder saved with datasets.save_to_disk"):
+        read_prompts(fake)
+    with pytest.raises(InputError, match=r"--split 'test' applies only to a dataset folder"):
+        read_prompts(write_jsonl(tmp_path / "p.jsonl", [{"prompt": "x"}]), split="test")
+
+
+def test_truncated_gzip_names_the_file_and_line(tmp_path):
+    rows = [{"id": str(i), "prompt": f"prompt number {i} " * 20} for i in range(2000)]
+    data = gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode())
+    p = tmp_path / "p.jsonl.gz"
+    p.write_bytes(data[: len(data) // 2])
+    items = read_prompts(p)  # the first rows are fine: checked up front, broken mid-way
+    with pytest.raises(InputError, match=r"p.jsonl.gz: cannot read after line \d+: Compressed file ended"):
+        for _ in items:
+            pass
+    with pytest.raises(InputError, match=r"p.jsonl.gz: cannot read after line \d+"):
+        count_prompts(p)
+
+
+def test_dataset_splits(tmp_path):
+    import datasets
+
+    ds = datasets.Dataset.from_dict({"id": ["a", "b"], "prompt": ["P1", "P2"]})
+    datasets.DatasetDict({"test": ds, "validation": ds.select([0])}).save_to_disk(str(tmp_path / "dd"))
+    with pytest.raises(InputError, match=r"dd: holds several splits \(test, validation\); choose one with --split"):
+        read_prompts(tmp_path / "dd")
+    assert [x.id for x in read_prompts(tmp_path / "dd", split="validation")] == ["a"]
+    assert count_prompts(tmp_path / "dd", split="validation") == 1
+    with pytest.raises(InputError, match=r"has no split 'dev'; it holds test, validation"):
+        read_prompts(tmp_path / "dd", split="dev")
+
+
+def test_rejects_in_a_folder_name_the_file(tmp_path):
+    d = tmp_path / "shards"
+    d.mkdir()
+    write_jsonl(d / "a.jsonl", [{"id": "1", "prompt": "x"}])
+    write_jsonl(d / "b.jsonl", [{"id": "2", "prompt": "y"}, {"id": "3", "prompt": ""}])
+    reject = [x for x in read_prompts(d) if isinstance(x, Reject)][0]
+    assert reject.line == 3 and reject.reason == "line 3 (b.jsonl line 2): field 'prompt' is empty"
