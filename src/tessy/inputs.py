@@ -254,9 +254,9 @@ class _Source:
     document: list | None = None
 
 
-def _no_field(p: Path, prompt_field: str, messages_field: str, found: set[str], what: str) -> InputError:
+def _no_field(p: Path, prompt_field: str, messages_field: str, found: set[str], none: str) -> InputError:
     shown = ", ".join(sorted(found)[:20]) or "none"
-    return InputError(f"{p}: no {what} has the prompt field {prompt_field!r} (or {messages_field!r}); "
+    return InputError(f"{p}: {none} has the prompt field {prompt_field!r} (or {messages_field!r}); "
                       f"fields found: {shown}; name the right one with --prompt-field or --messages-field")
 
 
@@ -269,7 +269,7 @@ def _check_file(p: Path, prompt_field: str, messages_field: str) -> _Source:
         if pf.metadata.num_rows == 0:
             raise InputError(f"{p}: holds no rows")
         if prompt_field not in columns and messages_field not in columns:
-            raise _no_field(p, prompt_field, messages_field, columns, "column")
+            raise _no_field(p, prompt_field, messages_field, columns, "no column")
         return _Source(p)
     if s not in JSONL_SUFFIXES:
         raise _unknown(p)
@@ -288,8 +288,9 @@ def _check_file(p: Path, prompt_field: str, messages_field: str) -> _Source:
     if rows == 0:
         raise InputError(f"{p}: holds no prompts (the file is empty)")
     if objects:
+        whole = rows < 10 * _PEEK_ROWS and objects < _PEEK_ROWS
         raise _no_field(p, prompt_field, messages_field, found,
-                        "row" if rows < 10 * _PEEK_ROWS and objects < _PEEK_ROWS else f"of the first {objects} rows")
+                        "no row" if whole else f"none of the first {rows} rows")
     return _Source(p, document)  # no object at all: every row is a reject (malformed), said per line
 
 
@@ -299,7 +300,7 @@ def _check_dataset(p: Path, split: str | None, prompt_field: str, messages_field
     if len(ds) == 0:
         raise InputError(f"{p}: holds no rows")
     if prompt_field not in columns and messages_field not in columns:
-        raise _no_field(p, prompt_field, messages_field, columns, "column")
+        raise _no_field(p, prompt_field, messages_field, columns, "no column")
     return ds
 
 
