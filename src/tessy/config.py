@@ -128,7 +128,8 @@ class SynthesizeConfig:
 
     input: str = option("", "Prompts: a JSONL, JSON or Parquet file, or a local Hugging Face dataset folder.")
     output: str = option("runs/tessy", "Output folder (records.jsonl, failures.jsonl, rejects.jsonl, run.json).")
-    method: str = option("tessy", "Data method (see the README's methods table).", choices=METHOD_CHOICES)
+    method: str = option("tessy", "Data method: tessy, or one of the paper's baselines (README: Other data methods).",
+                        choices=METHOD_CHOICES)
     candidates: int = option(5, "teacher-score: student candidates per prompt; the teacher scores each, the best is kept.",
                              min=1)
     prompt_field: str = option("prompt", "Input field holding the prompt text.")
