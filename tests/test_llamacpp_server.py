@@ -145,3 +145,68 @@ def test_tessy_over_llamacpp_http_matches_in_process_records(llama_servers, tmp_
             if key == "spans" and (not shape_http[key] or not shape_local[key]):
                 continue
             assert shape_http[key] == shape_local[key], key
+
+
+# ---- multi-byte text over the text transport -------------------------------------------------
+
+#: SmolLM2 answers this (greedy) with emoji and fullwidth characters, each two or more tokens.
+MULTIBYTE_PROMPT = "Emoji list: 🙂 😀 😃 😄 😁 😆"
+
+
+def _complete_raw(url: str, prompt: str, max_tokens: int) -> dict:
+    from tessy.models import STUDENT_DEMO
+
+    body = json.dumps({"model": STUDENT_DEMO, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0,
+                       "top_k": 0, "repeat_penalty": 1.0}).encode()
+    request = urllib.request.Request(url + "/v1/completions", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as resp:
+        return json.loads(resp.read())
+
+
+def test_server_finishes_a_character_past_max_tokens_and_never_writes_a_replacement(llama_servers):
+    """The premise of `parse.ids_from_text`: when max_tokens ends inside a character,
+    llama-cpp-python (0.3.x) keeps generating until the character is whole (`usage` then counts
+    more tokens than asked) or drops the partial bytes (`errors="ignore"`); it never writes U+FFFD.
+    So the text can hold more tokens than max_tokens, and the backend must clip and cut back."""
+    answers = [_complete_raw(llama_servers["student"], MULTIBYTE_PROMPT, n) for n in range(1, 13)]
+    texts = [a["choices"][0]["text"] for a in answers]
+    assert not any("\ufffd" in text for text in texts)
+    assert any(ord(c) > 0xFFFF for c in "".join(texts))  # the model did write 4-byte characters
+    overrun = [n for n, a in enumerate(answers, start=1) if a["usage"]["completion_tokens"] > n]
+    assert overrun, [a["usage"] for a in answers]
+
+
+def test_text_transport_returns_whole_characters_within_the_budget(llama_servers):
+    import asyncio
+
+    from tessy.backends.base import SamplingParams
+    from tessy.backends.openai import OpenAIHTTPBackend
+    from tessy.models import STUDENT_DEMO, load_tokenizer
+
+    tokenizer = load_tokenizer(STUDENT_DEMO)
+    backend = OpenAIHTTPBackend(STUDENT_DEMO, llama_servers["student"], role="student", tokenizer=tokenizer,
+                                max_context=2048)
+    assert backend.transport == "text"
+    greedy = SamplingParams(temperature=0.0, top_k=0)
+    prompt = tokenizer.encode(MULTIBYTE_PROMPT, add_special_tokens=False)
+
+    async def run():
+        full = await backend.generate("full", prompt, 40, greedy)
+        single = [await backend.generate(f"n{n}", prompt, n, greedy) for n in range(1, 13)]
+        context, steps = list(prompt), []  # the engine's way: 3 tokens a step, each continuing the last
+        for step in range(10):
+            generation = await backend.generate("steps", context, 3, greedy)
+            context += generation.token_ids
+            steps.append(generation)
+        return full, single, steps
+
+    full, single, steps = asyncio.run(run())
+    assert "\ufffd" not in full.text and any(ord(c) > 0xFFFF for c in full.text)
+    for n, generation in enumerate(single, start=1):
+        assert "\ufffd" not in generation.text, (n, generation.text)
+        assert len(generation.token_ids) <= n  # the budget holds though the server wrote more
+        assert generation.text == tokenizer.decode(generation.token_ids)
+        assert full.text.startswith(generation.text), (n, generation.text)  # cut at a character boundary
+    written = "".join(g.text for g in steps)
+    assert "\ufffd" not in written and all(len(g.token_ids) <= 3 for g in steps)
+    assert any(ord(c) > 0xFFFF for c in written)
