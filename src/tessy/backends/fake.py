@@ -66,10 +66,12 @@ class ScriptedBackend(Backend):
         return Generation(new, self.tokenizer.decode(new, skip_special_tokens=False), finish)
 
     def rollback(self, seq_id: str, length: int) -> None:
-        # The engine keeps `length` tokens: whatever part of the last offer survived is written.
+        # The engine keeps `length` tokens: whatever part of the last offer survived is written. A
+        # cut may also reach back into tokens of an earlier request of the same span (a character
+        # split across two steps), so the position can move back too.
         if seq_id in self._offered:
             context_length, position = self._offered.pop(seq_id)
-            self.written[seq_id] = position + max(0, length - context_length)
+            self.written[seq_id] = max(0, position + length - context_length)
 
     def _script_position(self, seq_id: str, context_ids: list[int]) -> int:
         # Without an explicit rollback, a longer context means the whole last offer was kept.

@@ -129,14 +129,16 @@ Meter = Callable[[Pieces, int], int]
 
 def fit(pieces: Pieces, count: int, meter: Meter, budget: int) -> int:
     """The largest `n <= count` on a character boundary with `meter(pieces, n) <= budget`."""
-    n = pieces.char_boundary_at_or_before(count)
-    while n > 0:
-        over = meter(pieces, n) - budget
-        if over <= 0:
-            return n
-        # Step back by the overshoot (a token of ours is about one counted token), then to a boundary.
-        n = pieces.char_boundary_at_or_before(n - max(1, min(over, n)))
-    return 0
+    top = n = pieces.char_boundary_at_or_before(count)
+    while n > 0 and (used := meter(pieces, n)) > budget:
+        # Step back in proportion to the overshoot (another tokenizer may count many per token).
+        n = pieces.char_boundary_at_or_before(min(n - 1, n * budget // used))
+    while n < top:  # the proportional step may undershoot: grow back while it still fits
+        after = next(i + 1 for i in range(n, top) if pieces.boundary[i])
+        if meter(pieces, after) > budget:
+            break
+        n = after
+    return n
 
 
 @dataclass

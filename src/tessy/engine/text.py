@@ -5,6 +5,7 @@
   only where the kept pieces end on a character boundary. Back-off only moves a cut earlier.
   `open_end=True` treats the end of the pieces as unknown text to come (a budget cut of a
   model that would have gone on), so the kept text must itself end with a non-word character.
+  Han ideographs and kana are words of one character (those scripts put no spaces between words).
 - `tail_repetition`: degenerate looping at the end of a text.
 """
 
@@ -16,8 +17,15 @@ if TYPE_CHECKING:
     from tessy.engine.decode import Pieces
 
 
+#: Scripts written without spaces between words (Han ideographs, kana): each character stands alone.
+_UNSPACED = ((0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x3134F))
+
+
 def _is_word_char(char: str) -> bool:
-    return char.isalnum() or char == "_"
+    if not (char.isalnum() or char == "_"):
+        return False
+    code = ord(char)
+    return not any(low <= code <= high for low, high in _UNSPACED)
 
 
 def is_word_boundary(before: str, after: str) -> bool:
