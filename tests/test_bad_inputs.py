@@ -116,11 +116,6 @@ def bad_file(name: str, files: dict, input: str, message: str, args=()) -> Case:
     return Case(name, list(args), files, input=input, rc=EXIT_ERROR, message=message)
 
 
-RUNNER_PASSES_INPUT_OPTIONS = pytest.mark.xfail(
-    reason="needs the runner to call read_prompts(config.input, **tessy.inputs.input_options(config)) and "
-           "count_prompts(config.input, split=config.split or None)", strict=False)
-
-
 CASES = [
     # --- bad settings: exit 2 before anything is written, the field and its range named
     settings("concurrency-0", ["--concurrency", "0"], r"--concurrency: expected an integer at least 1, got 0"),
@@ -174,8 +169,7 @@ CASES = [
     one_bad_row("huge-prompt", {"id": "big", "prompt": "x" * 300_000},
                 r"line 2: prompt is 300,000 characters, more than max_prompt_chars \(200,000\)"),
     pytest.param(one_bad_row("max-prompt-chars-setting", {"id": "long", "prompt": "y" * 50},
-                             r"line 2: prompt is 50 characters", args=["--max-prompt-chars", "40"]),
-                 marks=RUNNER_PASSES_INPUT_OPTIONS),
+                             r"line 2: prompt is 50 characters", args=["--max-prompt-chars", "40"])),
     one_bad_row("duplicate-id", {"id": "a", "prompt": "again"}, r"line 2: duplicate id 'a'.*first seen on line 1"),
     one_bad_row("ends-with-assistant", {"id": "r", "messages": [{"role": "user", "content": "q"},
                                                                {"role": "assistant", "content": "a"}]},
@@ -188,8 +182,7 @@ CASES = [
     Case("bom-pretty-json-array", files={"prompts.json": b"\xef\xbb\xbf" + json.dumps(GOOD, indent=2).encode()},
          input="prompts.json", written={"a", "b", "c"}),
     pytest.param(Case("multi-split-dataset-with-split", ["--split", "test"],
-                      {"ds": hf_dataset({"test": GOOD, "validation": GOOD[:1]})}, input="ds", written={"a", "b", "c"}),
-                 marks=RUNNER_PASSES_INPUT_OPTIONS),
+                      {"ds": hf_dataset({"test": GOOD, "validation": GOOD[:1]})}, input="ds", written={"a", "b", "c"})),
 
     # --- an unusable source: exit 2, one line naming the file (and line), nothing written
     bad_file("bad-json-array", {"p.json": '[\n  {"prompt": "a"}\n  {"prompt": "b"}\n]\n'}, "p.json",

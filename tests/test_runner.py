@@ -100,3 +100,61 @@ def test_view_command_writes_page_beside_records(tmp_path, smol_tokenizer, gemma
     assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page
     assert 'class="span teacher' in page and 'class="span student' in page
     assert main(["view", str(tmp_path / "missing")]) == 2  # a clear error, not a traceback
+
+
+def test_a_changed_prompt_under_a_done_id_is_not_skipped_as_done(tmp_path, smol_tokenizer, gemma_tokenizer, capsys):
+    from tessy.cli import synthesize as cli_synthesize
+    from tessy.cli.main import EXIT_UNFINISHED, main
+    from tessy.records import prompt_sha256
+
+    prompts = tmp_path / "prompts.jsonl"
+    write_prompts(prompts, [{"id": "a", "prompt": "What is 3+4?"}, {"id": "b", "prompt": "What is 1+1?"}])
+    out = tmp_path / "run"
+    args = ["synthesize", "--input", str(prompts), "--output", str(out), "--no-progress"]
+    cli_synthesize.ENGINE_FACTORY = lambda config: scripted_engine(smol_tokenizer, gemma_tokenizer)
+    try:
+        assert main(args) == 0
+        assert read(out / "records.jsonl")[0]["prompt_sha256"] == prompt_sha256(
+            [{"role": "user", "content": "What is 3+4?"}])
+        write_prompts(prompts, [{"id": "a", "prompt": "What is 30+40?"}, {"id": "b", "prompt": "What is 1+1?"}])
+        assert main(args) == EXIT_UNFINISHED
+    finally:
+        cli_synthesize.ENGINE_FACTORY = None
+    captured = capsys.readouterr()
+    assert "1 ids are done but their prompt changed" in captured.out
+    assert "1 with a changed prompt" in captured.err
+    assert len(read(out / "records.jsonl")) == 2  # nothing duplicated, nothing rewritten
+
+
+def test_nothing_is_written_when_the_models_do_not_load(tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    write_prompts(prompts, [{"id": "a", "prompt": "What is 3+4?"}])
+    config = SynthesizeConfig(input=str(prompts), output=str(tmp_path / "run"), progress=False)
+    config.teacher.model = str(tmp_path / "no-such-model")
+    import pytest
+
+    with pytest.raises(Exception, match="no-such-model"):
+        synthesize(config)
+    assert not (tmp_path / "run" / "run.json").exists()  # a corrected rerun is not refused as "another config"
+
+
+def test_resuming_against_another_served_model_is_refused(tmp_path, smol_tokenizer, gemma_tokenizer):
+    import pytest
+
+    prompts = tmp_path / "prompts.jsonl"
+    write_prompts(prompts, [{"id": "a", "prompt": "What is 3+4?"}])
+    config = SynthesizeConfig(input=str(prompts), output=str(tmp_path / "run"), progress=False)
+    engine = scripted_engine(smol_tokenizer, gemma_tokenizer)
+    engine.parties["teacher"].backend.served_model = "org/teacher-v1"
+    assert synthesize(config, engine=engine).written == 1
+    record = read(tmp_path / "run" / "records.jsonl")[0]
+    assert record["models"]["teacher"]["model"] == "org/teacher-v1"
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["config"]["served_models"] == {
+        "teacher": "org/teacher-v1"}
+    engine = scripted_engine(smol_tokenizer, gemma_tokenizer)
+    engine.parties["teacher"].backend.served_model = "org/teacher-v2"
+    with pytest.raises(RuntimeError, match=r"other served models \(teacher: 'org/teacher-v1' before, "
+                                           r"'org/teacher-v2' now\).*--overwrite"):
+        synthesize(config, engine=engine)
+    config.overwrite = True
+    assert synthesize(config, engine=engine).written == 1

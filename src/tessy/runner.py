@@ -28,8 +28,6 @@ from tessy.backends.base import SamplingParams
 
 log = logging.getLogger(__name__)
 
-from tessy.methods import METHODS  # noqa: E402  (one module per data method, see tessy.methods)
-
 
 @dataclass
 class RunReport:
@@ -44,6 +42,8 @@ class RunReport:
     spans: int = 0
     wall_s: float = 0.0
     finish_reasons: dict[str, int] = field(default_factory=dict)
+    changed: int = 0  # ids whose record was written for another prompt (not redone)
+    server_stats: dict[str, Any] = field(default_factory=dict)  # role -> retries, faults, replicas down
 
     @property
     def teacher_share(self) -> float:
@@ -97,11 +97,22 @@ async def run_method(engine: Engine, method: str, sample_id: str, messages: list
     return await dispatch(engine, method, sample_id, messages, options)
 
 
-class _Progress:
-    """A tqdm bar with live teacher share, spans/s and kept tokens/s (silent when disabled)."""
+def server_counters(engine: Engine) -> dict[str, dict[str, int]]:
+    """Per role served over HTTP: retries, faults and replicas down so far (live counters)."""
+    counters = {}
+    for role, party in engine.parties.items():
+        stats = getattr(party.backend, "stats", None)
+        if stats is not None:
+            counters[role] = {"retries": stats.retries, "faults": stats.faults_total, "down": stats.replicas_down}
+    return counters
 
-    def __init__(self, enabled: bool, total: int | None):
+
+class _Progress:
+    """A tqdm bar with live teacher share, spans/s, kept tokens/s and server faults (silent when disabled)."""
+
+    def __init__(self, enabled: bool, total: int | None, engine: Engine):
         self.started = time.perf_counter()
+        self.engine = engine
         self.bar = None
         if enabled:
             from tqdm import tqdm
@@ -112,11 +123,16 @@ class _Progress:
         if self.bar is None:
             return
         elapsed = max(time.perf_counter() - self.started, 1e-9)
+        servers = {}
+        for counters in server_counters(self.engine).values():
+            for key, value in counters.items():
+                servers[key] = servers.get(key, 0) + value
         self.bar.set_postfix(
             teacher=f"{report.teacher_share:.0%}",
             spans_s=f"{report.spans / elapsed:.1f}",
             tok_s=f"{report.kept_tokens / elapsed:.1f}",
             failed=report.failed,
+            **servers,
             refresh=False,
         )
         self.bar.update(advanced)
@@ -126,36 +142,61 @@ class _Progress:
             self.bar.close()
 
 
+def served_models(engine: Engine) -> dict[str, str]:
+    """The model id each server reports, per role (empty for in-process models)."""
+    return {role: served for role, party in engine.parties.items()
+            if (served := getattr(party.backend, "served_model", ""))}
+
+
+def check_served_models(output_folder: str, served: dict[str, str], overwrite: bool) -> None:
+    """Refuse to resume a folder whose records came from other served models (unless overwriting)."""
+    import json
+    from pathlib import Path
+
+    run_file = Path(output_folder) / "run.json"
+    if overwrite or not run_file.exists():
+        return
+    try:
+        before = json.loads(run_file.read_text(encoding="utf-8"))["config"].get("served_models") or {}
+    except (ValueError, AttributeError, KeyError, TypeError, OSError):
+        return  # the store names an unreadable run.json
+    changed = [f"{role}: {before[role]!r} before, {served.get(role)!r} now" for role in before
+               if before[role] != served.get(role)]
+    if changed:
+        raise RuntimeError(f"output folder {output_folder} holds records of other served models ({'; '.join(changed)}); "
+                           "use a new output folder, or --overwrite to start it afresh")
+
+
 async def synthesize_async(config: SynthesizeConfig, engine: Engine | None = None) -> RunReport:
-    from tessy.inputs import PromptItem, Reject, count_prompts, read_prompts
-    from tessy.records import build_record, validate_record
+    """Run `config`. Nothing is written before the start checks pass: the config, the input, the
+    models (and every server's readiness)."""
+    from tessy.config import validate
+    from tessy.inputs import PromptItem, Reject, count_prompts, input_options, read_prompts
+    from tessy.records import build_record, prompt_sha256, validate_record
+    from tessy.secrets import redact_config
     from tessy.store import RunOutput, config_fingerprint
 
-    if config.method not in METHODS:
-        raise ValueError(f"method: unknown method {config.method!r}; available: {', '.join(METHODS)}")
+    validate(config)
     if not config.input:
         raise ValueError("input: give a prompts file (JSONL, Parquet) or a dataset folder")
-    items = read_prompts(
-        config.input,
-        prompt_field=config.prompt_field,
-        messages_field=config.messages_field,
-        id_field=config.id_field,
-        system_prompt=config.system_prompt or None,
-    )
+    options = input_options(config)
+    items = read_prompts(config.input, **options)
+    total = count_prompts(config.input, split=options["split"])
+    engine = engine or build_engine(config)
+    served = served_models(engine)
+    check_served_models(config.output, served, config.overwrite)
     shaping = config.data_fields()
-    fingerprint = config_fingerprint(shaping, ignore=())
-    public = dataclasses.asdict(config)
-    for role in ("teacher", "student"):  # a literal API key never reaches run.json
-        public[role]["api_key"] = "<redacted>" if public[role].get("api_key") else ""
+    if served:  # the model a server really serves shapes the data
+        shaping["served_models"] = served
+    fingerprint = config_fingerprint(shaping)
+    public = {**redact_config(dataclasses.asdict(config)), "served_models": served}
     output = RunOutput(config.output, fingerprint, public, overwrite=config.overwrite, validate=validate_record)
     report = RunReport(output=config.output)
     started = time.perf_counter()
     try:
-        engine = engine or build_engine(config)
-        total = count_prompts(config.input)
         if config.limit:
             total = min(total, config.limit)
-        progress = _Progress(config.progress, total)
+        progress = _Progress(config.progress, total, engine)
         queue: asyncio.Queue = asyncio.Queue(maxsize=max(1, config.concurrency))
 
         async def produce() -> None:
@@ -171,7 +212,13 @@ async def synthesize_async(config: SynthesizeConfig, engine: Engine | None = Non
                     continue
                 assert isinstance(item, PromptItem)
                 if output.is_done(item.id):
-                    report.skipped_done += 1
+                    recorded = output.done_prompt_hash(item.id)
+                    if recorded is not None and recorded != prompt_sha256(item.messages):
+                        # Same id, another prompt: the record does not answer this prompt.
+                        log.warning("line %d: id %r is done but its prompt changed since", item.line, item.id)
+                        report.changed += 1
+                    else:
+                        report.skipped_done += 1
                     progress.update(report)
                     continue
                 if output.failed_attempts(item.id) >= config.max_attempts:
@@ -226,6 +273,7 @@ async def synthesize_async(config: SynthesizeConfig, engine: Engine | None = Non
     finally:
         output.close()
     report.wall_s = time.perf_counter() - started
+    report.server_stats = server_counters(engine)
     return report
 
 

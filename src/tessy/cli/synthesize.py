@@ -61,6 +61,13 @@ def print_report(report) -> None:
         print(f"{report.failed} failed this run, {report.skipped_failed} out of attempts: see {report.output}/failures.jsonl")
     if report.rejected:
         print(f"{report.rejected} prompts rejected: see {report.output}/rejects.jsonl")
+    if report.changed:
+        print(f"{report.changed} ids are done but their prompt changed since: their records answer the old "
+              "prompt; give the new prompts new ids, or write to a new output folder")
+    for role, counters in report.server_stats.items():
+        if any(counters.values()):
+            print(f"{role} servers: {counters['retries']} retries, {counters['faults']} faults, "
+                  f"{counters['down']} replicas down at the end")
     if report.finish_reasons:
         reasons = ", ".join(f"{name} {count}" for name, count in sorted(report.finish_reasons.items()))
         print(f"finish reasons: {reasons}")
@@ -82,14 +89,17 @@ def exit_code(report, expected: int | None = None, max_attempts: int | None = No
     run, are out of attempts, or were not reached (`expected` rows but fewer accounted for);
     2 (EXIT_ERROR) when every prompt was rejected, so that an unusable input never passes as done."""
     out = out or sys.stderr
-    accounted = report.written + report.failed + report.rejected + report.skipped_done + report.skipped_failed
+    accounted = (report.written + report.failed + report.rejected + report.skipped_done + report.skipped_failed
+                 + report.changed)
     not_reached = max(0, expected - accounted) if expected is not None else 0
-    unfinished = report.failed + report.skipped_failed + not_reached
+    unfinished = report.failed + report.skipped_failed + report.changed + not_reached
     if unfinished:
         parts = [f"{report.failed} failed this run"] if report.failed else []
         if report.skipped_failed:
             more = f" (max_attempts {max_attempts}; raise --max-attempts to retry them)" if max_attempts else ""
             parts.append(f"{report.skipped_failed} out of attempts{more}")
+        if report.changed:
+            parts.append(f"{report.changed} with a changed prompt")
         if not_reached:
             parts.append(f"{not_reached} not reached")
         print(f"tessy synthesize: {unfinished} prompts unfinished ({', '.join(parts)}): see "
