@@ -52,7 +52,7 @@ def test_every_flag_has_help():
 
 from tessy.config import (BACKEND_CHOICES, FORMAT_ALIASES, FORMAT_CHOICES, METHOD_CHOICES,  # noqa: E402
                           PROMPT_MODE_CHOICES, ModelConfig, describe_bounds, validate)
-from tessy.predictors.pipeline.config import AnnotateConfig, EvalConfig, SampleConfig, TrainConfig  # noqa: E402
+from tessy.predictor_training.config import AnnotateConfig, EvalConfig, SampleConfig, TrainConfig  # noqa: E402
 
 
 def test_choices_match_the_registries():

@@ -10,9 +10,9 @@ import json
 
 import pytest
 
-from tessy.predictors.pipeline.annotate import (
+from tessy.predictor_training.annotate import (
     AnswerError, LexiconAnnotator, ScriptedAnnotator, annotate, locate_spans, parse_answer)
-from tessy.predictors.pipeline.config import AnnotateConfig, EvalConfig, SampleConfig, TrainConfig
+from tessy.predictor_training.config import AnnotateConfig, EvalConfig, SampleConfig, TrainConfig
 
 
 def write_jsonl(path, rows):
@@ -117,7 +117,7 @@ def test_llm_annotator_over_a_backend(smol_tokenizer):
     from tessy.backends.fake import ScriptedBackend
     from tessy.engine import Party
     from tessy.formats import get_format
-    from tessy.predictors.pipeline.annotate import LLMAnnotator, annotate_segment
+    from tessy.predictor_training.annotate import LLMAnnotator, annotate_segment
 
     backend = ScriptedBackend(smol_tokenizer, 'Here: ["Okay, so"]', "annotator-llm")
     party = Party("annotator", backend, get_format("plain", smol_tokenizer), None)
@@ -139,7 +139,7 @@ def test_sample_cuts_only_thinking_text(tmp_path, qwen3_tokenizer):
     from tessy.backends.fake import ScriptedBackend
     from tessy.engine import Party
     from tessy.formats import get_format
-    from tessy.predictors.pipeline.sample import sample
+    from tessy.predictor_training.sample import sample
 
     prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"id": f"p{i}", "prompt": f"Add {i} and 2."} for i in range(3)])
     script = THINKING * 2 + "</think>\n\n" + ANSWER
@@ -166,7 +166,7 @@ def test_sample_cuts_only_thinking_text(tmp_path, qwen3_tokenizer):
 def test_sample_plain_format_counts_the_whole_response(tmp_path, smol_tokenizer):
     from tessy.backends.fake import ScriptedBackend
     from tessy.engine import Party
-    from tessy.predictors.pipeline.sample import sample
+    from tessy.predictor_training.sample import sample
     from tests.test_engine import PlainTestFormat
 
     prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"id": "p", "prompt": "Add."}])
@@ -230,7 +230,7 @@ def test_train_saves_a_checkpoint_the_engine_loads_and_resumes_exactly(annotated
     from safetensors.torch import load_file
 
     from tessy.predictors import load_predictor
-    from tessy.predictors.pipeline import train as train_module
+    from tessy.predictor_training import train as train_module
 
     report = train_module.train(_train_config(annotated, tiny_base, tmp_path / "straight", max_steps=4))
     assert report.steps == 4 and report.segments["train"] > 0
@@ -271,8 +271,8 @@ def test_train_saves_a_checkpoint_the_engine_loads_and_resumes_exactly(annotated
 
 
 def test_eval_compares_predictors(annotated, tiny_base, tmp_path):
-    from tessy.predictors.pipeline.evaluate import evaluate, format_table
-    from tessy.predictors.pipeline.train import train
+    from tessy.predictor_training.evaluate import evaluate, format_table
+    from tessy.predictor_training.train import train
 
     train(_train_config(annotated, tiny_base, tmp_path / "p", max_steps=2))
     out = tmp_path / "eval.json"

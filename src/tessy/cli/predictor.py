@@ -1,7 +1,7 @@
 """`tessy predictor sample|annotate|train|eval`: build and measure learned boundary predictors.
 
 Each step takes a YAML config and/or flags (flags win); `tessy predictor STEP --help` lists every
-setting. The library behind each step is `tessy.predictors.pipeline.<module>`.
+setting. The library behind each step is `tessy.predictor_training.<module>`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 
 from tessy.cli.main import EXIT_OK, EXIT_UNFINISHED, exit_codes_epilog
 from tessy.config import add_dataclass_arguments, config_from_sources
-from tessy.predictors.pipeline.config import AnnotateConfig, EvalConfig, SampleConfig, TrainConfig
+from tessy.predictor_training.config import AnnotateConfig, EvalConfig, SampleConfig, TrainConfig
 
 STEPS = {
     "sample": (SampleConfig, "Generate responses with one model and cut random segments of its thinking text."),
@@ -58,7 +58,7 @@ def _problems(report) -> int:
 
 
 def _sample(config: SampleConfig) -> int:
-    from tessy.predictors.pipeline.sample import sample
+    from tessy.predictor_training.sample import sample
 
     report = sample(config)
     print(f"{report.responses} responses in {report.output}/records.jsonl ({report.written} new this run); "
@@ -69,7 +69,7 @@ def _sample(config: SampleConfig) -> int:
 
 
 def _annotate(config: AnnotateConfig) -> int:
-    from tessy.predictors.pipeline.annotate import annotate
+    from tessy.predictor_training.annotate import annotate
 
     report = annotate(config)
     found = report.requested - report.not_found
@@ -81,7 +81,7 @@ def _annotate(config: AnnotateConfig) -> int:
 
 
 def _train(config: TrainConfig) -> int:
-    from tessy.predictors.pipeline.train import train
+    from tessy.predictor_training.train import train
 
     report = train(config)
     if report.already_done:
@@ -97,7 +97,7 @@ def _train(config: TrainConfig) -> int:
 
 
 def _eval(config: EvalConfig) -> int:
-    from tessy.predictors.pipeline.evaluate import evaluate, format_table
+    from tessy.predictor_training.evaluate import evaluate, format_table
 
     results = evaluate(config)
     print(format_table(results))

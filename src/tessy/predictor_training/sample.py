@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tessy.predictors.pipeline.config import ROLES, SampleConfig
-from tessy.predictors.pipeline.data import SEGMENTS_FILE, write_jsonl_atomic
+from tessy.predictor_training.config import ROLES, SampleConfig
+from tessy.predictor_training.data import SEGMENTS_FILE, write_jsonl_atomic
 
 log = logging.getLogger(__name__)
 

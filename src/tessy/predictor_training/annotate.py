@@ -37,7 +37,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable
 
-from tessy.predictors.pipeline.config import AnnotateConfig
+from tessy.predictor_training.config import AnnotateConfig
 
 log = logging.getLogger(__name__)
 
@@ -381,7 +381,7 @@ def fingerprint_fields(config: AnnotateConfig, annotator: Annotator) -> dict:
 
 async def annotate_async(config: AnnotateConfig, annotator: Annotator | None = None) -> AnnotateReport:
     """Annotate every segment of `config.input` not yet done in `config.output`."""
-    from tessy.predictors.pipeline.data import read_segments
+    from tessy.predictor_training.data import read_segments
     from tessy.store import RunOutput, config_fingerprint
 
     if config.concurrency < 1:

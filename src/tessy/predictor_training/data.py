@@ -31,7 +31,7 @@ def split_paths(spec: str) -> list[str]:
 
 def parse_roles(spec: str) -> tuple[str, ...]:
     """Comma-separated roles → a tuple; empty → both roles."""
-    from tessy.predictors.pipeline.config import ROLES
+    from tessy.predictor_training.config import ROLES
 
     roles = tuple(split_paths(spec)) or ROLES
     for role in roles:

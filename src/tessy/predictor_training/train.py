@@ -39,8 +39,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tessy.predictors.pipeline.config import TrainConfig
-from tessy.predictors.pipeline.data import char_mask, parse_roles, range_labels, read_annotations, split_of
+from tessy.predictor_training.config import TrainConfig
+from tessy.predictor_training.data import char_mask, parse_roles, range_labels, read_annotations, split_of
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ import random
 from pathlib import Path
 
 from tessy.predictors.base import BoundaryPredictor, SpanQuery, cut_index, fill_whitespace_verdicts, piece_bounds
-from tessy.predictors.pipeline.config import EvalConfig
-from tessy.predictors.pipeline.data import (char_mask, parse_roles, pieces_of, range_labels, read_annotations,
+from tessy.predictor_training.config import EvalConfig
+from tessy.predictor_training.data import (char_mask, parse_roles, pieces_of, range_labels, read_annotations,
                                             select_split, split_paths)
 
 
