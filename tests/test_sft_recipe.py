@@ -1,0 +1,146 @@
+"""The SFT recipe (examples/sft/train.py) end to end at tiny size: a real tessy export, TRL's SFTTrainer,
+loss on the assistant turn only with the student's own chat template, full and LoRA runs. The
+mechanics run on a tiny randomly initialised model with SmolLM2's real tokenizer and template (fast);
+one step on the real SmolLM2-135M-Instruct weights shows the recipe runs on the demo student itself."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tessy.export import export_runs
+
+ROOT = Path(__file__).resolve().parents[1]
+PAIRS = [("What is 2 + 3?", "Okay, let me add. 2 + 3 = 5, so the answer is 5."),
+         ("What is 4 + 4?", "Okay, let me add. 4 + 4 = 8, so the answer is 8."),
+         ("What is 6 + 1?", "Okay, let me add. 6 + 1 = 7, so the answer is 7."),
+         ("What is 5 + 3?", "Okay, let me add. 5 + 3 = 8, so the answer is 8.")]
+
+
+@pytest.fixture(scope="module")
+def recipe():
+    spec = importlib.util.spec_from_file_location("sft_recipe", ROOT / "examples" / "sft" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["sft_recipe"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_student(tmp_path_factory, smol_tokenizer):
+    """SmolLM2's architecture at toy size, random weights, with the real tokenizer and chat template."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from tessy.models import resolve_model
+
+    config = AutoConfig.from_pretrained(resolve_model("smollm2-135m-instruct"))
+    config.update({"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+                   "num_key_value_heads": 2, "head_dim": 16})
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-smollm2")
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    smol_tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def make_export(tmp_path: Path, to: str = "messages", validation_fraction: float = 0.0) -> Path:
+    records = []
+    for i, (prompt, answer) in enumerate(PAIRS):
+        spans = [{"role": "student", "section": "response", "text": answer[:18], "tokens_student": 5,
+                  "tokens_own": 5, "generated": 5, "discarded": 0, "forced": False},
+                 {"role": "teacher", "section": "response", "text": answer[18:], "tokens_student": 12,
+                  "tokens_own": 12, "generated": 12, "discarded": 0, "forced": False}]
+        records.append({"id": f"q{i}", "method": "tessy",
+                        "messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
+                        "spans": spans, "totals": {"spans": 2, "tokens_student": 17, "teacher_tokens_student": 12,
+                                                   "teacher_share": 12 / 17, "generated": 17, "discarded": 0},
+                        "finish_reason": "stop",
+                        "models": {"student": {"model": "smollm2-135m-instruct", "format": "plain", "predictor": "lexicon"}},
+                        "config_fingerprint": "fp", "tessy_version": "0.1.0"})
+    run = tmp_path / "run"
+    run.mkdir(parents=True)
+    (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    export_runs([run], tmp_path / f"export-{to}", to=to, validation_fraction=validation_fraction)
+    return tmp_path / f"export-{to}"
+
+
+def test_every_export_format_loads_as_messages(tmp_path, recipe):
+    for to in ("messages", "parquet", "hf", "sharegpt"):
+        data = recipe.load_export(make_export(tmp_path / to, to))
+        rows = sorted(data["train"], key=lambda r: r["id"])
+        assert [r["messages"][-1]["content"] for r in rows] == [a for _, a in PAIRS], to
+        assert rows[0]["messages"][0] == {"role": "user", "content": PAIRS[0][0]}, to
+    with pytest.raises(FileNotFoundError, match="no tessy export"):
+        recipe.load_export(tmp_path)
+
+
+def test_recipe_trains_the_student_on_the_assistant_turn_only(tmp_path, recipe, smol_tokenizer, tiny_student):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    export = make_export(tmp_path)
+    data = recipe.load_export(export)
+    config = recipe.RecipeConfig(data=str(export), output=str(tmp_path / "full"), model=tiny_student, max_steps=4,
+                                 batch_size=2, learning_rate=3e-3, max_length=256, logging_steps=1)
+    trainer = recipe.build_trainer(config, data["train"], data["train"])
+    # Loss on the assistant turn only, rendered with the student's own chat template.
+    example = trainer.train_dataset[0]
+    ids, labels = example["input_ids"], example["labels"]
+    learned = [t for t, l in zip(ids, labels) if l != -100]
+    first = labels.index(next(l for l in labels if l != -100))
+    assert all(l == -100 for l in labels[:first]) and all(l != -100 for l in labels[first:])
+    source = next(r for r in data["train"] if r["messages"][-1]["content"] in smol_tokenizer.decode(ids))
+    prompt_text = smol_tokenizer.apply_chat_template(source["messages"][:-1], tokenize=False, add_generation_prompt=True)
+    assert smol_tokenizer.decode(ids[:first]) == prompt_text
+    assert smol_tokenizer.decode(learned).startswith(source["messages"][-1]["content"] + "<|im_end|>")
+
+    metrics = recipe.train(config, data["train"], data["train"])
+    assert metrics["steps"] == 4 and len(metrics["log"]) == 4
+    assert metrics["eval_loss_after"] < metrics["eval_loss_before"] - 0.1, metrics
+    saved = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    assert saved["eval_loss_after"] == metrics["eval_loss_after"]
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "full")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "full")
+    assert tokenizer.chat_template == smol_tokenizer.chat_template
+    assert model.config.vocab_size == len(smol_tokenizer)
+    assert not (tmp_path / "full" / "checkpoints").exists()
+
+
+def test_recipe_cli_with_lora(tmp_path, recipe, capsys, tiny_student):
+    from transformers import AutoModelForCausalLM
+
+    export = make_export(tmp_path, validation_fraction=0.5)
+    code = recipe.main(["--data", str(export), "--output", str(tmp_path / "lora"), "--model", tiny_student,
+                        "--lora", "--max-steps", "2",
+                        "--batch-size", "2", "--learning-rate", "1e-3", "--max-length", "128", "--logging-steps", "1"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "trained 2 steps" in out and "validation loss" in out
+    metrics = json.loads((tmp_path / "lora" / "metrics.json").read_text())
+    assert metrics["config"]["lora"] and metrics["train_rows"] + metrics["eval_rows"] == 4
+    assert metrics["eval_rows"] >= 1
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "lora")  # merged: a plain model, no adapter files
+    assert not any("lora" in name for name, _ in model.named_parameters())
+    assert not (tmp_path / "lora" / "adapter_config.json").exists()
+
+
+@pytest.mark.real_models
+def test_recipe_steps_the_real_demo_student(tmp_path, recipe):
+    """One optimizer step of a full fine-tune of SmolLM2-135M-Instruct itself (resolved offline)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tessy.models import resolve_model
+
+    export = make_export(tmp_path)
+    metrics = recipe.train(recipe.RecipeConfig(data=str(export), output=str(tmp_path / "real"), max_steps=1,
+                                               batch_size=2, learning_rate=1e-5, max_length=128, limit=2))
+    assert metrics["steps"] == 1 and metrics["train_rows"] == 2 and 0 < metrics["train_loss"] < 10
+    before = AutoModelForCausalLM.from_pretrained(resolve_model("smollm2-135m-instruct"), dtype=torch.float32)
+    after = AutoModelForCausalLM.from_pretrained(tmp_path / "real", dtype=torch.float32)
+    changed = [n for (n, a), (_, b) in zip(before.named_parameters(), after.named_parameters()) if not torch.equal(a, b)]
+    assert changed  # the step moved the weights that were saved
