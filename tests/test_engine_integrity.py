@@ -156,3 +156,63 @@ def test_a_thinking_model_and_a_plain_one_are_refused(smol_tokenizer):
 def test_answer_budget_must_leave_room_for_thinking(smol_tokenizer):
     with pytest.raises(ValueError, match=r"max_answer_tokens \(512\) must be less than max_tokens \(100\)"):
         make_engine(smol_tokenizer, smol_tokenizer, k=4, fmt=ThinkTestFormat(), max_tokens=100)
+
+
+# ---- over an OpenAI-compatible server (token ids in and out) -----------------------------------
+
+WIDE_STUDENT = "北京欢迎你≤∑→，。"  # three UTF-8 bytes per character: byte tokens split every one
+WIDE_TEACHER = "数学证明∀∃∈∉≠中文"
+
+
+class WideScriptServer:
+    """A fake vLLM whose model writes a script of 3-byte characters, one byte per token, continued
+    from the response so far (all prompts have one length), so `k` splits characters anywhere."""
+
+    def __init__(self, name, script, prompt_length):
+        from tests.fake_openai_server import FakeOpenAIServer
+
+        tokenizer = build_byte_tokenizer()
+        ids = tokenizer.encode(script, add_special_tokens=False)
+        self.server = FakeOpenAIServer(name, decode=tokenizer.decode)
+        self.server.responder = lambda prompt_ids, n: [
+            ids[(len(prompt_ids) - prompt_length + i) % len(ids)] for i in range(n)]
+
+    def __enter__(self):
+        return self.server.__enter__()
+
+    def __exit__(self, *exc):
+        self.server.__exit__(*exc)
+
+
+@pytest.mark.parametrize("k", [2, 4, 5])
+def test_no_record_over_http_holds_a_broken_character(tmp_path, k):
+    import json
+
+    from tessy.config import ModelConfig, SynthesizeConfig
+    from tessy.formats import get_format
+    from tessy.records import read_records
+    from tessy.runner import synthesize
+
+    tokenizer = build_byte_tokenizer()
+    tokenizer.save_pretrained(tmp_path / "byte-tokenizer")
+    prompts = [{"id": f"q{i}", "prompt": f"What is 1{i} plus 1{i}?"} for i in range(4)]  # one length
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in prompts))
+    fmt = get_format("plain", tokenizer)
+    prompt_length = len(fmt.prompt_ids(tokenizer, [{"role": "user", "content": prompts[0]["prompt"]}]))
+    with WideScriptServer("student", WIDE_STUDENT, prompt_length) as student, \
+            WideScriptServer("teacher", WIDE_TEACHER, prompt_length) as teacher:
+        common = dict(backend="openai", model="byte", tokenizer=str(tmp_path / "byte-tokenizer"), format="plain",
+                      k=k, temperature=0.0, prompt_mode="token_ids")
+        for method in ("tessy", "teacher-only", "teacher-think"):
+            config = SynthesizeConfig(input=str(tmp_path / "prompts.jsonl"), output=str(tmp_path / method),
+                                      method=method, max_tokens=40, progress=False, concurrency=2,
+                                      student=ModelConfig(url=student.url, **common),
+                                      teacher=ModelConfig(url=teacher.url, **common))
+            report = synthesize(config)
+            assert report.written == 4 and report.failed == 0, method
+            for record in read_records(tmp_path / method):
+                content = record["messages"][-1]["content"]
+                assert "\ufffd" not in content and set(content) <= set(WIDE_STUDENT + WIDE_TEACHER), (method, content)
+                assert "".join(span["text"] for span in record["spans"]) == content
+                assert record["totals"]["tokens_student"] <= 40
+                assert record["models"]["teacher"]["transport"] == "token_ids"
