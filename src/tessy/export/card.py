@@ -73,7 +73,7 @@ def summary(kept: list[tuple[dict, dict]], dropped: Counter, splits: dict[str, l
         "runs": [{"folder": str(run.folder), "records": len(run.records),
                   "fingerprint": run.info.get("fingerprint")} for run in runs],
         "methods": dict(Counter(r["method"] for r in rows).most_common()),
-        "verification": dict(Counter(str(r["verification"]) for r in rows).most_common()),
+        "verification": dict(Counter(r["verification"] or "not verified" for r in rows).most_common()),
         "teacher_share": {"overall": teacher / tokens if tokens else None,
                           "per_response": _stats([r["teacher_share"] for r in rows])},
         "tokens_student": _stats([r["tokens_student"] for r in rows]),
@@ -106,7 +106,7 @@ def render(stats: dict, fmt, filters: dict, files: list[str], folder_hint: str, 
         header["configs"] = configs
     out = ["---", yaml.safe_dump(header, sort_keys=False).rstrip(), "---", ""]
     out += [f"# {fmt.dataset_name}", "",
-            "Supervised fine-tuning data made with [tessy](https://pypi.org/project/tessy/) "
+            "Supervised fine-tuning data made with tessy "
             "(teacher-student cooperative data synthesis, the TESSY method): a teacher and the student "
             "write each response together, cut into spans by boundary predictors, and every span says "
             "which model wrote it.", "",
