@@ -72,6 +72,8 @@ COMMANDS = {
                "numeric exact match); verdicts go to a side file."),
     "export": ("tessy.cli.export", "Write SFT data from records (messages JSONL, Parquet, datasets folder, "
                "LLaMA-Factory ShareGPT) with a dataset card."),
+    "eval": ("tessy.cli.eval", "Evaluate students on held-out problems: accuracy through a verifier, "
+             "NLL drift on the base student's own responses."),
 }
 
 
