@@ -237,3 +237,44 @@ def test_verify_then_export_keeps_only_passes(tmp_path):
     result = export_runs([run], tmp_path / "out", filters=Filters(verification=("pass",)), validation_fraction=0)
     ids = [json.loads(x)["id"] for x in (tmp_path / "out" / "train.jsonl").read_text().splitlines()]
     assert ids == ["q0", "q2"] and result["dropped"] == {"verification=fail": 2}
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+def test_evaluate_accuracy_and_drift_on_a_tiny_student(tmp_path, smol_tokenizer, capsys):
+    """`tessy eval` end to end: greedy answers as records, verdicts, own-response NLL, resume."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from tessy.models import resolve_model
+    from tessy.verify.evaluate import evaluate
+
+    config = AutoConfig.from_pretrained(resolve_model("smollm2-135m-instruct"))
+    config.update({"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
+                   "num_key_value_heads": 1, "head_dim": 16})
+    torch.manual_seed(0)
+    tiny = tmp_path / "tiny"
+    AutoModelForCausalLM.from_config(config).save_pretrained(tiny)
+    smol_tokenizer.save_pretrained(tiny)
+    problems = tmp_path / "held.jsonl"
+    problems.write_text("".join(json.dumps({"id": f"h{i}", "prompt": f"What is {i} + 1?", "answer": i + 1}) + "\n"
+                                for i in range(3)))
+    own = write_run(tmp_path / "own", [record(f"h{i}", f"It is {i + 1}.") for i in range(3)])
+    code = main(["eval", "--model", f"a={tiny}", "--model", f"b={tiny}", "--problems", str(problems), "--with", "math",
+                 "-o", str(tmp_path / "eval"), "--own", str(own), "--max-new-tokens", "6", "--batch-size", "2"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "| a | 3 |" in out and "| b | 3 |" in out
+    summary = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    rows = {r["model"]: r for r in summary["rows"]}
+    assert rows["a"]["problems"] == 3 and rows["a"]["passed"] + rows["a"]["errors"] <= 3
+    assert rows["a"]["own_nll"]["responses"] == 3 and rows["a"]["own_nll"]["nll_per_token"] > 0
+    assert rows["a"]["own_nll"] == rows["b"]["own_nll"]  # same weights, same score
+    answers = [json.loads(x) for x in (tmp_path / "eval" / "a" / "records.jsonl").read_text().splitlines()]
+    assert [a["id"] for a in answers] == ["h0", "h1", "h2"]
+    assert all(a["totals"]["tokens_student"] <= 6 and a["messages"][-1]["role"] == "assistant" for a in answers)
+    # A rerun generates nothing new and judges nothing again.
+    evaluate({"a": str(tiny)}, problems, "math", tmp_path / "eval", max_new_tokens=6)
+    assert (tmp_path / "eval" / "a" / "records.jsonl").read_text().count("\n") == 3
+    assert (tmp_path / "eval" / "a" / "verdicts-math.jsonl").read_text().count("\n") == 3

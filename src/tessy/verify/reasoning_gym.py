@@ -66,14 +66,15 @@ class ReasoningGymVerifier(Verifier):
 
 
 def make_prompts(path: str | Path, task: str, size: int, seed: int = 0, instruction: str = INSTRUCTION,
-                 offset: int = 0) -> Path:
+                 offset: int = 0, **task_options) -> Path:
     """Write `size` problems of a reasoning-gym task as a prompts + problems JSONL file.
 
     Ids are ``{task}/{seed}/{index}``; `offset` skips the first problems, so held-out problems
-    of the same task and seed never share an id with the ones used for synthesis."""
+    of the same task and seed never share an id with the ones used for synthesis. `task_options`
+    go to the task's config (e.g. ``min_terms=2, max_terms=2, min_digits=1, max_digits=1``)."""
     import reasoning_gym
 
-    dataset = reasoning_gym.create_dataset(task, size=offset + size, seed=seed)
+    dataset = reasoning_gym.create_dataset(task, size=offset + size, seed=seed, **task_options)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

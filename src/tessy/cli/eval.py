@@ -1,0 +1,45 @@
+"""`tessy eval --model NAME=PATH... --problems FILE --with VERIFIER`: accuracy and NLL drift of students.
+
+Thin over `tessy.verify.evaluate.evaluate`: greedy answers to held-out problems, judged by a
+verifier, and (with ``--own RUN``) each model's NLL of the base student's own responses.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", action="append", required=True, metavar="NAME=PATH",
+                        help="A model to evaluate (repeat): a folder, hub name or demo alias, e.g. "
+                             "base=smollm2-135m-instruct tessy=runs/sft-tessy.")
+    parser.add_argument("--problems", required=True, help="Held-out problems JSONL (prompt + reference answers).")
+    parser.add_argument("--with", dest="verifier", required=True, metavar="VERIFIER",
+                        help="humaneval, reasoning-gym, math, or module:Class.")
+    parser.add_argument("-o", "--output", default="eval", help="Folder for answers, verdicts and eval.json.")
+    parser.add_argument("--own", default=None, metavar="RUN",
+                        help="A run of the base student's own responses (student-only) on held-out prompts: "
+                             "each model's NLL of them measures drift.")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="Response budget (default 256).")
+    parser.add_argument("--batch-size", type=int, default=8, help="Problems generated at once (default 8).")
+    parser.add_argument("--limit", type=int, default=None, help="Use only the first N problems.")
+    parser.add_argument("--format", default="auto", help="Chat format of the models (default: auto).")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tessy.verify.evaluate import evaluate, format_table
+
+    models = {}
+    for item in args.model:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--model expects NAME=PATH, got {item!r}")
+        if name in models:
+            raise ValueError(f"--model name {name!r} given twice")
+        models[name] = path
+    rows = evaluate(models, args.problems, args.verifier, args.output, own_responses=args.own,
+                    max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, limit=args.limit,
+                    chat_format=args.format)
+    print(format_table(rows))
+    print(f"details: {args.output}/eval.json")
+    return 0
