@@ -90,7 +90,7 @@ def select(runs: list, filters: Filters, template_check=None) -> tuple[list[tupl
         if filters.verification is not None:
             from tessy.verify import record_verdicts
 
-            verdicts, _ = record_verdicts(run.folder, filters.verifier)
+            verdicts, _ = record_verdicts(run, filters.verifier)
         for record in run.records:
             record_id = str(record["id"])
             if record_id in seen:

@@ -142,7 +142,7 @@ def verify_run(run_path: str | Path, verifier_name: str, problems: str | Path | 
             **{s: counts[s] for s in STATUSES}, "already": counts["already"], "records": len(run.records)}
 
 
-def record_verdicts(run_folder: str | Path, verifier: str | None = None) -> tuple[dict[str, dict], list[str]]:
+def record_verdicts(run_folder, verifier: str | None = None) -> tuple[dict[str, dict], list[str]]:
     """(id -> current verdict line, verifier names used) for the records of a run.
 
     With `verifier` None: every verdict file of the run; a record's verdict is then ``pass`` only
@@ -151,7 +151,7 @@ def record_verdicts(run_folder: str | Path, verifier: str | None = None) -> tupl
     from tessy.export.runs import load_run, response_hash
     from tessy.verify.store import load_verdicts, verdict_files, verdict_path
 
-    run = load_run(run_folder)
+    run = run_folder if hasattr(run_folder, "records") else load_run(run_folder)  # a Run, or its folder
     if verifier is not None:
         name = VERIFIERS.get(verifier) and get_verifier(verifier).name or verifier
         path = verdict_path(run.folder, name)
