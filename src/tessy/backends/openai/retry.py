@@ -11,9 +11,9 @@ Owns the retry budgets. Promises:
   capped at `MAX_BACKOFF_S`.
 - **When to give up**: after `max_retries` retries of one request, or `max_sample_retries` of one
   sequence id in all (kept after `release`, so a requeued sample does not start afresh): then
-  `ServerError`. A connection failure that finds its replica's circuit breaker open is not
-  charged to either budget (the server is down; see `replicas.py`): the backend waits for a
-  server instead of burning retries.
+  `ServerError`. A connection failure that opens its replica's circuit breaker (a probe finds
+  the server down) or finds it open is charged to neither budget (see `replicas.py`): the
+  backend waits for a server instead of burning retries.
 """
 
 from __future__ import annotations
