@@ -613,3 +613,36 @@ def test_servers_down_past_the_wait_stop_the_run_without_spending_attempts(tmp_p
         teacher.kill()
     assert report.failed == 0 and report.skipped_done == done and report.written == 12 - done
     assert sorted(r["id"] for r in read_jsonl(records)) == sorted(f"q{i}" for i in range(12))
+
+
+def test_no_secret_in_any_output_file_or_log_line(tmp_path, smol_tokenizer, monkeypatch, caplog):
+    """Every way of passing a credential: a literal api_key, api_key_env, a secret header, URL
+    userinfo. None of them may appear in the output folder or the log (DEBUG included)."""
+    import logging
+
+    from tessy.runner import synthesize
+
+    secrets = ("sk-literal-1", "sk-env-2", "xk-header-3", "pw-userinfo-4")
+    script = smol_tokenizer.encode(SCRIPT, add_special_tokens=False)
+    write_prompts(tmp_path / "prompts.jsonl", 2)
+    monkeypatch.setenv("TESSY_TEST_KEY", "sk-env-2")
+    caplog.set_level(logging.DEBUG)
+    with FakeOpenAIServer("student", script=script, decode=smol_tokenizer.decode, stop_id=2, stop_at=60) as s, \
+            FakeOpenAIServer("teacher", script=script[3:], decode=smol_tokenizer.decode) as t:
+        config = http_config(tmp_path, s.url.replace("//", "//alice:pw-userinfo-4@"), t.url)
+        config.student.headers = {"X-API-Key": "xk-header-3"}
+        config.teacher.api_key = "sk-literal-1"
+        config.teacher.api_key_env = ""
+        s.inject("500", "drop")
+        report = synthesize(config)
+        assert report.written == 2
+        config.teacher.api_key_env = "TESSY_TEST_KEY"
+        config.overwrite = True
+        assert synthesize(config).written == 2
+        assert s.requests[-1]["headers"]["x-api-key"] == "xk-header-3"
+    texts = {path.name: path.read_text() for path in (tmp_path / "run").iterdir() if path.is_file()}
+    texts["log"] = caplog.text
+    for name, text in texts.items():
+        for secret in secrets:
+            assert secret not in text, (name, secret)
+        assert "alice" not in text, name

@@ -116,7 +116,6 @@ class OpenAIHTTPBackend(Backend):
         max_sample_retries: int | None = None,
         backoff_s: float = 0.5,
         unavailable_wait_s: float = 300.0,
-        breaker_threshold: int = 3,
         check: bool = True,
     ):
         if isinstance(urls, str):
@@ -138,7 +137,7 @@ class OpenAIHTTPBackend(Backend):
         replicas, userinfos = [], []
         for url in urls:
             url, userinfo = base_url(url)
-            if userinfo:
+            if userinfo:  # sent as Basic auth (the first replica's, when several give one)
                 userinfos += [userinfo, userinfo.partition(":")[2]]
                 if not any(k.lower() == "authorization" for k in self._headers):
                     self._headers["Authorization"] = "Basic " + base64.b64encode(userinfo.encode()).decode()
@@ -155,7 +154,7 @@ class OpenAIHTTPBackend(Backend):
         self.stats = HTTPStats()
         self.replicas = ReplicaSet(replicas, role=role, stats=self.stats,
                                    connect=Connector(self._headers, self.timeout_s),
-                                   ping=self._ping, threshold=breaker_threshold, wait_s=unavailable_wait_s)
+                                   ping=self._ping, wait_s=unavailable_wait_s)
         self.max_context = int(max_context or 0)
         self._slots: asyncio.Semaphore | None = None
         self._slots_loop: Any = None
@@ -349,7 +348,8 @@ class OpenAIHTTPBackend(Backend):
     # ---- internals -----------------------------------------------------------------------------
 
     async def _ping(self, replica: Replica) -> bool:
-        return await probe.ping(replica.url, self._headers, min(self.timeout_s, 10.0))
+        # Not the request timeout: a busy server may answer completions slowly and still be up.
+        return await probe.ping(replica.url, self._headers, 10.0)
 
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()

@@ -13,10 +13,11 @@ Owns the connection pools and the up/down state of every server. Promises:
 - **Pinning**: a sequence (`seq_id`) is pinned to one replica that is up, the least loaded when
   first seen, until `release`, so the server's prefix cache keeps hitting; if its replica goes
   down it moves to another one that is up.
-- **Circuit breaker**: a connection failure (refused, reset, dropped, timed out) that a probe
-  (`GET /v1/models`) confirms, or `threshold` of them in a row, marks a replica down: it gets no
-  new requests; it is probed again after `probe_interval_s`, then at growing intervals up to
-  `max_probe_interval_s`, and used again as soon as a probe or any request to it succeeds.
+- **Circuit breaker**: a connection failure (refused, reset, dropped, timed out) makes the
+  replica answer a probe (`GET /v1/models`, one probe shared by the requests failing together);
+  if it does not, it is marked down and gets no new requests. It is probed again after
+  `probe_interval_s`, then at growing intervals up to `max_probe_interval_s`, and used again as
+  soon as a probe or any request to it succeeds.
 - **When every replica is down**, `acquire` waits (probing meanwhile) up to `wait_s` seconds, then
   raises `base.ServersUnavailable` naming the role and the (redacted) URLs. Waiting spends no
   retry and no attempt.
@@ -96,7 +97,6 @@ class Replica:
     idle: list = field(default_factory=list)  # connections with no request in flight (LIFO)
     loop: Any = None  # the event loop the connections belong to
     live: int = 0  # sequences pinned here
-    failures: int = 0  # connection failures in a row
     down_since: float | None = None  # monotonic time it was marked down; None while up
     next_probe: float = 0.0
     probes: int = 0  # failed probes since it went down
@@ -117,7 +117,6 @@ class ReplicaSet:
         stats: Any,
         connect: Callable[[Replica], Any],
         ping: Callable[[Replica], Awaitable[bool]],
-        threshold: int = 3,
         wait_s: float = 300.0,
         probe_interval_s: float = 0.5,
         max_probe_interval_s: float = 10.0,
@@ -127,7 +126,6 @@ class ReplicaSet:
         self.stats = stats
         self.connect = connect  # a new connection to a replica
         self.ping = ping  # does the replica answer?
-        self.threshold = max(1, int(threshold))
         self.wait_s = float(wait_s)
         self.probe_interval_s = float(probe_interval_s)
         self.max_probe_interval_s = float(max_probe_interval_s)
@@ -207,13 +205,12 @@ class ReplicaSet:
             replica.live -= 1
 
     async def connection_failed(self, replica: Replica) -> bool:
-        """Count a connection failure; true when the replica is (now) down.
+        """After a connection failure: true when the replica is (now) down.
 
-        A failure is confirmed at once by a probe (shared by the requests that fail together):
-        a server that does not answer it is down now, so a run with small retry budgets does not
-        spend them on a dead server before the breaker's count is reached."""
-        replica.failures += 1
-        if replica.up and (replica.failures >= self.threshold or not await self._check(replica)):
+        A probe decides, shared by the requests that fail together: a server that does not answer
+        `GET /v1/models` is down (no retry is charged for it); one that answers had a fault of
+        this one request, which is retried like any other."""
+        if replica.up and not await self._check(replica):
             self._trip(replica)
         return not replica.up
 
@@ -225,8 +222,8 @@ class ReplicaSet:
         self.stats.replicas_down += 1
         self.stats.breaker_trips += 1
         others = sum(r.up for r in self.replicas)
-        log.warning("%s server %s is down (%d connection failure(s) in a row, no answer to a probe); %s",
-                    self.role, replica.shown, replica.failures, f"using the {others} other replica(s)" if others
+        log.warning("%s server %s is down (a connection failed and it does not answer); %s", self.role,
+                    replica.shown, f"using the {others} other replica(s)" if others
                     else f"waiting up to {self.wait_s:g}s for a server of this role to answer")
 
     async def _check(self, replica: Replica) -> bool:
@@ -238,7 +235,6 @@ class ReplicaSet:
 
     def answered(self, replica: Replica) -> None:
         """A request to the replica got an answer: it is up."""
-        replica.failures = 0
         if not replica.up:
             log.warning("%s server %s answers again after %.1fs", self.role, replica.shown,
                         time.monotonic() - replica.down_since)
