@@ -6,7 +6,8 @@ import pytest
 
 from tessy.cli.main import build_parser
 from tessy.cli.synthesize import config_from_args
-from tessy.config import ConfigError, SynthesizeConfig, config_from_sources
+from tessy.config import SynthesizeConfig
+from tessy.settings import ConfigError, config_from_sources
 
 
 def parse(argv):
@@ -51,8 +52,9 @@ def test_every_flag_has_help():
 # ---------------------------------------------------------------------------- validation at the door
 
 from tessy.config import (BACKEND_CHOICES, FORMAT_ALIASES, FORMAT_CHOICES, METHOD_CHOICES,  # noqa: E402
-                          PROMPT_MODE_CHOICES, ModelConfig, describe_bounds, validate)
+                          PROMPT_MODE_CHOICES, ModelConfig)
 from tessy.predictor_training.config import AnnotateConfig, EvalConfig, SampleConfig, TrainConfig  # noqa: E402
+from tessy.settings import describe_bounds, validate  # noqa: E402
 
 
 def test_choices_match_the_registries():

@@ -10,9 +10,9 @@ import json
 
 import pytest
 
-from tessy.predictor_training.annotate import (
-    AnswerError, LexiconAnnotator, ScriptedAnnotator, annotate, locate_spans, parse_answer)
+from tessy.predictor_training.annotate import LexiconAnnotator, ScriptedAnnotator, annotate
 from tessy.predictor_training.config import AnnotateConfig, EvalConfig, SampleConfig, TrainConfig
+from tessy.predictor_training.spans import AnswerError, locate_spans, parse_answer
 
 
 def write_jsonl(path, rows):

@@ -42,8 +42,9 @@ def write_prompts(path: Path, count: int) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from tessy.cli.synthesize import exit_code, print_report
-    from tessy.config import SynthesizeConfig, validate
+    from tessy.config import SynthesizeConfig
     from tessy.runner import synthesize
+    from tessy.settings import validate
     from tessy.view import write_view
 
     folder = Path(args.output)

@@ -10,8 +10,8 @@ import argparse
 import sys
 
 from tessy.cli.main import EXIT_OK, EXIT_UNFINISHED, exit_codes_epilog
-from tessy.config import add_dataclass_arguments, config_from_sources
 from tessy.predictor_training.config import AnnotateConfig, EvalConfig, SampleConfig, TrainConfig
+from tessy.settings import add_dataclass_arguments, config_from_sources
 
 STEPS = {
     "sample": (SampleConfig, "Generate responses with one model and cut random segments of its thinking text."),

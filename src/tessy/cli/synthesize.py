@@ -1,6 +1,6 @@
 """`tessy synthesize`: prompts in, records out (a YAML config and/or flags; flags win).
 
-Before anything is written, the settings are validated (`tessy.config.validate`) and the input
+Before anything is written, the settings are validated (`tessy.settings.validate`) and the input
 is checked (`tessy.inputs.read_prompts` reads its schema and first rows); either failure is a
 one-line error and exit code 2. After the run the exit code says whether every prompt is
 accounted for (see `exit_code` and `tessy.cli.main.EXIT_CODES`).
@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tessy.cli.main import EXIT_ERROR, EXIT_OK, EXIT_UNFINISHED, exit_codes_epilog
-from tessy.config import SynthesizeConfig, add_dataclass_arguments, config_from_sources
+from tessy.config import SynthesizeConfig
+from tessy.settings import add_dataclass_arguments, config_from_sources
 
 #: Tests only: `config -> Engine`, used instead of loading the configured models.
 ENGINE_FACTORY: Callable[[SynthesizeConfig], Any] | None = None

@@ -6,7 +6,7 @@ Each step is a library module with a `tessy predictor STEP` command over it:
   text, cut random segments of it (measured in that model's tokens) → `segments.jsonl`;
 - `annotate` (`annotate.py`): an annotator (an LLM over HTTP, the offline `lexicon` rules, or a
   scripted one in tests) lists the style phrases of each segment; they are located as character
-  spans → an annotation folder (`records.jsonl`, `failures.jsonl`, `run.json`);
+  spans (`spans.py`) → an annotation folder (`records.jsonl`, `failures.jsonl`, `run.json`);
 - `train`    (`train.py`): fine-tune a 2-class token-classification model on the character
   spans → a standard Hugging Face checkpoint that `tessy synthesize --student.predictor FOLDER`
   loads with no extra flags;

@@ -1,20 +1,17 @@
 """`tessy predictor annotate`: the style spans of each segment, from an annotator (paper Table 2).
 
 Owns: the annotation prompt (`PROMPT_TEMPLATE`, versioned by `PROMPT_VERSION`), the `Annotator`
-interface and its implementations, parsing an annotator's answer, locating the spans it lists in
-the segment, retries, and the annotation output folder.
+interface and its implementations, retries, and the annotation output folder. Parsing an
+annotator's answer (`parse_answer`) and locating the phrases it lists in the segment
+(`locate_spans`: in order, exact first, then tolerant of whitespace, quotes and case) are
+`spans.py`.
 
 - `Annotator`: `async annotate(text) -> str`, the raw answer (a JSON array of verbatim phrases
   is asked for). `lexicon` answers with the lexicon predictor's rules (`find_style_spans`;
   offline, deterministic), `scripted` replays given answers (tests), `llm` asks a model through
   any backend: in process (`hf`) or an OpenAI-compatible server (`openai`: vLLM, SGLang,
   llama.cpp), the prompt rendered in the model's own chat format.
-- `parse_answer`: tolerant of code fences, text around the array, a ``{"spans": [...]}``
-  object, single quotes (Python literals) and trailing commas; non-string items are dropped.
-- `locate_spans`: each phrase is looked up in order after the previous one's end: exactly (first
-  on word boundaries, so "so" is not found inside "also"), then tolerant of whitespace, quote
-  style and case; then anywhere not overlapping a found span. Found spans are kept; the others
-  are counted (`not_found`, `not_found_texts`).
+- Found spans are kept; the phrases not found are counted (`not_found`, `not_found_texts`).
 - Retries: an annotator error, an unparseable answer, or an answer none of whose phrases occur
   in the segment is retried up to `max_attempts` answers; then the segment goes to
   ``failures.jsonl`` with the last reason. An empty array is a valid answer (no style text).
@@ -27,17 +24,16 @@ skips annotated segments and retries failed ones.
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import dataclasses
 import json
 import logging
-import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable
 
 from tessy.predictor_training.config import AnnotateConfig
+from tessy.predictor_training.spans import AnswerError, locate_spans, parse_answer
 
 log = logging.getLogger(__name__)
 
@@ -189,126 +185,6 @@ def load_annotator(config: AnnotateConfig) -> Annotator:
     raise ValueError(f"annotator: unknown annotator {config.annotator!r}; available: {', '.join(ANNOTATORS)}")
 
 
-# -- parsing ---------------------------------------------------------------------------------
-
-
-class AnswerError(ValueError):
-    """An annotator answer holds no usable array of phrases."""
-
-
-_FENCE_RE = re.compile(r"```[\w+-]*\s*\n?(.*?)```", re.DOTALL)
-_TRAILING_COMMA_RE = re.compile(r",\s*([\]}])")
-
-
-def parse_answer(raw: str) -> list[str]:
-    """The phrases listed in an annotator's answer (see the module doc); raises AnswerError."""
-    if not isinstance(raw, str) or not raw.strip():
-        raise AnswerError("empty answer")
-    candidates = [m.group(1) for m in _FENCE_RE.finditer(raw)] + [raw]
-    for candidate in candidates:
-        found = _first_array(candidate)
-        if found is not None:
-            return [item for item in found if isinstance(item, str) and item.strip()]
-    snippet = raw.strip().replace("\n", " ")
-    raise AnswerError(f"no JSON array of strings in the answer: {snippet[:120]!r}")
-
-
-def _first_array(text: str) -> list | None:
-    decoder = json.JSONDecoder()
-    for match in re.finditer(r"[\[{]", text):
-        start = match.start()
-        value = None
-        for fixed in (text[start:], _TRAILING_COMMA_RE.sub(r"\1", text[start:])):
-            try:
-                value, _ = decoder.raw_decode(fixed)
-                break
-            except json.JSONDecodeError:
-                value = _literal(fixed)
-                if value is not None:
-                    break
-        if isinstance(value, dict):  # {"spans": [...]}: the one list value
-            lists = [v for v in value.values() if isinstance(v, list)]
-            value = lists[0] if len(lists) == 1 else None
-        if isinstance(value, list) and all(isinstance(v, (str, int, float)) or v is None for v in value):
-            return value
-    return None
-
-
-def _literal(text: str):
-    """A Python literal (single-quoted strings) at the start of `text`, or None."""
-    opener = text[0]
-    closer = "]" if opener == "[" else "}"
-    end = text.find(closer)
-    while end >= 0:
-        try:
-            return ast.literal_eval(text[: end + 1])
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            end = text.find(closer, end + 1)
-    return None
-
-
-# -- locating --------------------------------------------------------------------------------
-
-_QUOTES = {"'": "['’‘]", "’": "['’‘]", "‘": "['’‘]", '"': "[\"“”]", "“": "[\"“”]", "”": "[\"“”]"}
-
-
-def _patterns(phrase: str) -> list[re.Pattern[str]]:
-    """Ways to find `phrase`, strictest first."""
-    exact = re.escape(phrase)
-    before = r"(?<!\w)" if phrase[:1].isalnum() or phrase[:1] == "_" else ""
-    after = r"(?!\w)" if phrase[-1:].isalnum() or phrase[-1:] == "_" else ""
-    words = [
-        "".join(_QUOTES.get(ch, re.escape(ch)) for ch in word) for word in phrase.split()
-    ]
-    loose = r"\s+".join(words)
-    return [
-        re.compile(before + exact + after),
-        re.compile(exact),
-        re.compile(before + loose + after, re.IGNORECASE),
-        re.compile(loose, re.IGNORECASE),
-    ]
-
-
-def locate_spans(text: str, phrases: list[str]) -> tuple[list[tuple[int, int]], list[str]]:
-    """Character spans of `phrases` in `text` (sorted, merged where they overlap) and the
-    phrases not found; see the module doc for the search order."""
-    found: list[tuple[int, int]] = []
-    missing: list[str] = []
-    cursor = 0
-    for phrase in phrases:
-        if not phrase.strip():
-            continue
-        patterns = _patterns(phrase.strip())
-        span = None
-        for pattern in patterns:  # in order: after the previous phrase
-            m = pattern.search(text, cursor)
-            if m and m.end() > m.start():
-                span = m.span()
-                cursor = m.end()
-                break
-        if span is None:  # out of order: anywhere that is still free
-            for pattern in patterns:
-                span = next((m.span() for m in pattern.finditer(text)
-                             if m.end() > m.start() and all(m.end() <= a or m.start() >= b for a, b in found)), None)
-                if span is not None:
-                    break
-        if span is None:
-            missing.append(phrase)
-        else:
-            found.append(span)
-    return _merge(found), missing
-
-
-def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    merged: list[tuple[int, int]] = []
-    for start, end in sorted(spans):
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
-    return merged
-
-
 # -- one segment -----------------------------------------------------------------------------
 
 
@@ -424,7 +300,7 @@ async def annotate_async(config: AnnotateConfig, annotator: Annotator | None = N
                 outcome = await annotate_segment(annotator, segment, config.max_attempts)
                 sid = segment["segment_id"]
                 if outcome.ok:
-                    if output.write_record(outcome.record, validate=False):
+                    if output.write_record(outcome.record):  # no validate hook given: not a synthesis record
                         report.written += 1
                         report.spans += len(outcome.record["spans"])
                         report.requested += outcome.record["requested"]

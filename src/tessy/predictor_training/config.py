@@ -1,14 +1,15 @@
 """Configs of the four `tessy predictor` steps: each field is a flag and a YAML key, with its help.
 
 Importing this module is cheap (no torch): the CLI builds its parser from these classes.
-Bounds are declared in each field (`option(..., min=1)`) and checked by `tessy.config.validate`.
+Bounds are declared in each field (`option(..., min=1)`) and checked by `tessy.settings.validate`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tessy.config import ModelConfig, option
+from tessy.config import ModelConfig
+from tessy.settings import option
 
 ROLES = ("student", "teacher")
 
