@@ -54,6 +54,8 @@ def test_real_pair_alternates_and_cuts_at_verdicts(parties):
         assert all(a != b for a, b in zip(roles, roles[1:])), roles
         spans_seen += len(roles)
         assert result.assistant_content == "".join(span.text for span in result.spans)
+        assert result.tokens_student <= 96  # the budget is a promise, in the student's tokens
+        assert "\ufffd" not in result.assistant_content
         for step in result.trace:
             labels, keep_in_step = step["labels"], step["keep"] - step["span_start"]
             if step["cut"] is None or step["forced"]:
