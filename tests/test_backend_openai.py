@@ -513,7 +513,8 @@ def test_killed_run_resumes_against_the_same_servers_exactly_once(tmp_path, smol
 def test_example_recipes_are_valid_configs():
     import glob
 
-    from tessy.config import SynthesizeConfig, config_from_sources
+    from tessy.config import SynthesizeConfig
+    from tessy.settings import config_from_sources
     from tessy.formats import CHOICES
 
     examples = os.path.join(ROOT, "examples")

@@ -19,14 +19,13 @@ from typing import Any
 
 from tessy.models import STUDENT_DEMO, TEACHER_DEMO
 from tessy.settings import JsonMapping, option
-# Still importable from here for callers not yet moved to tessy.settings (runner.py, a backend test).
-from tessy.settings import config_from_sources, validate  # noqa: F401
 
 #: ModelConfig fields that say where and how fast a model is reached, not what it writes.
-TRANSPORT_FIELDS = ("url", "api_key", "api_key_env", "headers", "max_in_flight", "timeout_s", "max_retries")
+TRANSPORT_FIELDS = ("url", "api_key", "api_key_env", "headers", "max_in_flight", "timeout_s", "max_retries",
+                    "unavailable_wait_s")
 
 #: Accepted names (kept in step with tessy.formats.CHOICES, tessy.methods.METHODS and
-#: tessy.backends.openai_http.PROMPT_MODES by tests; listed here so that --help stays cheap).
+#: tessy.backends.openai.backend.PROMPT_MODES by tests; listed here so that --help stays cheap).
 FORMAT_CHOICES = ("auto", "qwen3", "deepseek-r1", "harmony", "plain")
 FORMAT_ALIASES = ("deepseek_r1", "r1", "gpt-oss")
 BACKEND_CHOICES = ("hf", "openai")
@@ -53,7 +52,7 @@ class ModelConfig:
     top_k: int = option(0, "Top-k sampling (0 = off).", min=0)
     max_context: int = option(0, "Context limit in this model's tokens (0 = from the model config).", min=0)
     max_batch: int = option(8, "Most sequences one forward pass decodes together (hf backend).", min=1)
-    # The openai backend (tessy.backends.openai_http): a model behind /v1/completions.
+    # The openai backend (tessy.backends.openai): a model behind /v1/completions.
     url: str = option("", "openai backend: server base URL; several comma-separated URLs are replicas.")
     served_model_name: str = option("", "openai backend: model name sent to the server (empty = the one it serves).")
     tokenizer: str = option("", "openai backend: local tokenizer (folder, cached hub name or demo alias; empty = model).")
@@ -69,6 +68,8 @@ class ModelConfig:
     timeout_s: float = option(600.0, "openai backend: seconds before a request times out (it is then retried).", gt=0)
     max_retries: int = option(5, "openai backend: retries per request on timeouts, connection errors, 429 and 5xx.",
                               min=0)
+    unavailable_wait_s: float = option(300.0, "openai backend: seconds to wait while every server of this role is "
+                                              "down (requests pause, spending no attempt) before the run stops.", gt=0)
 
     def cross_checks(self) -> list[tuple[str, str]]:
         """(field, problem) pairs for rules across fields."""

@@ -170,7 +170,7 @@ def check_served_models(output_folder: str, served: dict[str, str], overwrite: b
 async def synthesize_async(config: SynthesizeConfig, engine: Engine | None = None) -> RunReport:
     """Run `config`. Nothing is written before the start checks pass: the config, the input, the
     models (and every server's readiness)."""
-    from tessy.config import validate
+    from tessy.settings import validate
     from tessy.inputs import PromptItem, Reject, count_prompts, input_options, read_prompts
     from tessy.records import build_record, prompt_sha256, validate_record
     from tessy.secrets import redact_config
@@ -236,13 +236,18 @@ async def synthesize_async(config: SynthesizeConfig, engine: Engine | None = Non
             for _ in range(config.concurrency):
                 await queue.put(None)
 
+        writes: set[asyncio.Future] = set()  # record writes running in threads
+
         async def work() -> None:
             while (item := await queue.get()) is not None:
                 try:
                     result = await run_method(engine, config.method, item.id, item.messages, config)
                     record = build_record(result, engine, config.method, fingerprint)
                     # Validated (a bad record is a failure) and fsynced off the event loop.
-                    written = await asyncio.to_thread(output.write_record, record)
+                    write = asyncio.ensure_future(asyncio.to_thread(output.write_record, record))
+                    writes.add(write)
+                    write.add_done_callback(writes.discard)
+                    written = await asyncio.shield(write)  # a cancelled worker leaves its write to finish
                 except Exception as exc:  # one bad sample must not stop the run
                     from tessy.backends.base import ServersUnavailable
 
@@ -266,9 +271,16 @@ async def synthesize_async(config: SynthesizeConfig, engine: Engine | None = Non
                     report.finish_reasons[reason] = report.finish_reasons.get(reason, 0) + 1
                 progress.update(report)
 
+        tasks = [asyncio.create_task(produce()), *(asyncio.create_task(work()) for _ in range(config.concurrency))]
         try:
-            await asyncio.gather(produce(), *(work() for _ in range(config.concurrency)))
+            await asyncio.gather(*tasks)
         finally:
+            # When one task fails (every server down), the others stop before the output closes:
+            # no worker may write into a closed folder.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*writes, return_exceptions=True)
             progress.close()
     finally:
         output.close()

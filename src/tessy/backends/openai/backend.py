@@ -183,7 +183,7 @@ class OpenAIHTTPBackend(Backend):
             headers=dict(config.headers or {}), extra_body=dict(config.extra_body or {}),
             prompt_mode=config.prompt_mode, max_context=config.max_context,
             max_in_flight=config.max_in_flight, timeout_s=config.timeout_s, max_retries=config.max_retries,
-            unavailable_wait_s=getattr(config, "unavailable_wait_s", 300.0),
+            unavailable_wait_s=config.unavailable_wait_s,
         )
 
     def describe(self) -> dict[str, Any]:
