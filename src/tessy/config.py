@@ -32,6 +32,9 @@ BACKEND_CHOICES = ("hf", "openai")
 PROMPT_MODE_CHOICES = ("auto", "token_ids", "text")
 METHOD_CHOICES = ("tessy", "teacher-only", "student-only", "teacher-think", "teacher-answer",
                   "teacher-mix", "teacher-score", "teacher-reference")
+EXECUTOR_CHOICES = ("local", "ray")
+#: SynthesizeConfig fields that say how the prompts are spread over processes, not what is written.
+DISTRIBUTION_FIELDS = ("shard", "executor", "ray_shards", "ray_num_cpus", "ray_num_gpus", "ray_address")
 
 
 @dataclass
@@ -46,6 +49,9 @@ class ModelConfig:
                           choices=BACKEND_CHOICES)
     device: str = option("auto", "Device for the hf backend: auto, cpu or cuda.")
     predictor: str = option("lexicon", "Boundary predictor: 'lexicon' or a token-classification checkpoint folder.")
+    voice: str = option("", "Few-shot preamble this model alone sees before every prompt: a built-in voice "
+                            "(think-aloud, think-steps) or a JSON file of messages; records keep the plain "
+                            "prompt (README: A pair that thinks out loud).")
     k: int = option(20, "Tokens generated per step before the predictor cuts (the paper's k).", min=1)
     temperature: float = option(0.7, "Sampling temperature (0 = greedy).", min=0)
     top_p: float = option(0.95, "Nucleus sampling threshold.", gt=0, max=1)
@@ -110,6 +116,18 @@ class SynthesizeConfig:
     seed: int = option(0, "Base seed; each sample's sampling seed derives from it and the sample id.", min=0)
     overwrite: bool = option(False, "Start the output folder afresh even if it holds another config's run.")
     progress: bool = option(True, "Show a progress bar.")
+    # Past one machine (tessy.shards, tessy.ray_executor; README: Past one machine).
+    shard: str = option("", "Run only shard I of N, written I/N with 0 <= I < N: the prompts whose id hashes to I "
+                            "(stable across runs and machines). Give each shard its own --output; `tessy merge` "
+                            "joins them. Empty = every prompt.")
+    executor: str = option("local", "local: this process runs the prompts; ray: --ray-shards Ray tasks each run one "
+                                    "shard into OUTPUT.shards/I-of-N, then they are merged into OUTPUT.",
+                           choices=EXECUTOR_CHOICES)
+    ray_shards: int = option(2, "executor ray: how many shards (Ray tasks) the prompts are split into.", min=1)
+    ray_num_cpus: float = option(1.0, "executor ray: CPUs Ray reserves for each task.", min=0)
+    ray_num_gpus: float = option(0.0, "executor ray: GPUs Ray gives each task (for the in-process hf backend).", min=0)
+    ray_address: str = option("", "executor ray: the Ray cluster to join (empty = $RAY_ADDRESS if set, else a new "
+                                  "local one).")
     teacher: ModelConfig = field(
         default_factory=lambda: ModelConfig(model=TEACHER_DEMO),
         metadata={"help": "The teacher: writes the capability (reasoning) spans."},
@@ -123,7 +141,7 @@ class SynthesizeConfig:
         """The fields that shape the data (fingerprinted); paths and speed knobs are left out."""
         shaping = dataclasses.asdict(self)
         for key in ("input", "output", "limit", "concurrency", "overwrite", "progress", "max_attempts",
-                    "split", "max_prompt_chars"):
+                    "split", "max_prompt_chars", *DISTRIBUTION_FIELDS):
             shaping.pop(key)
         if self.method != "teacher-score":
             shaping.pop("candidates")  # only teacher-score reads it; other runs keep their fingerprint
@@ -131,7 +149,7 @@ class SynthesizeConfig:
             for key in ("device", "max_batch", "backend", *TRANSPORT_FIELDS):
                 shaping[role].pop(key)
             for key, default in (("served_model_name", ""), ("tokenizer", ""), ("prompt_mode", "auto"),
-                                 ("extra_body", {})):
+                                 ("extra_body", {}), ("voice", "")):
                 if shaping[role][key] == default:  # unset openai settings leave fingerprints as they were
                     shaping[role].pop(key)
         return shaping
@@ -141,4 +159,13 @@ class SynthesizeConfig:
         for key in ("prompt_field", "messages_field", "id_field"):
             if isinstance(getattr(self, key), str) and not getattr(self, key).strip():
                 problems.append((key, "must not be empty"))
+        if isinstance(self.shard, str) and self.shard:
+            from tessy.shards import parse_shard
+
+            try:
+                parse_shard(self.shard)
+            except ValueError as exc:
+                problems.append(("shard", str(exc)))
+            if self.executor == "ray":
+                problems.append(("shard", "--executor ray makes its own shards (--ray-shards); leave shard empty"))
         return problems

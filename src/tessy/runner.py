@@ -9,7 +9,10 @@ The runner owns the orchestration around the engine and nothing of the loop itse
 - each finished sample is written whole as one record line; a sample that raises goes to
   `failures.jsonl` with its reason and attempt number; a rerun of the same command skips done
   ids, retries failed ones (up to `max_attempts` in all) and never writes a duplicate;
-- live progress shows samples, teacher-token share, spans/s and kept tokens/s.
+- live progress shows samples, teacher-token share, spans/s and kept tokens/s;
+- with `shard` I/N, only the rows this shard owns (`tessy.shards`: a hash of the id, or of the line
+  number for a row without one) are run or rejected; the others are counted as `other_shards`. A
+  folder is refused to another shard than the one it was made by (run.json says which).
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ class RunReport:
     wall_s: float = 0.0
     finish_reasons: dict[str, int] = field(default_factory=dict)
     changed: int = 0  # ids whose record was written for another prompt (not redone)
+    other_shards: int = 0  # input rows left to the other shards (with --shard)
+    shard: str = ""
     server_stats: dict[str, Any] = field(default_factory=dict)  # role -> retries, faults, replicas down
 
     @property
@@ -54,6 +59,7 @@ def load_party(role: str, config: ModelConfig) -> Party:
     """Load one side: backend, chat format and boundary predictor."""
     from tessy.formats import get_format
     from tessy.predictors import load_predictor
+    from tessy.voices import load_voice
 
     if config.backend not in ("hf", "openai"):
         raise ValueError(f"{role}.backend: unknown backend {config.backend!r}; available: hf, openai")
@@ -74,7 +80,7 @@ def load_party(role: str, config: ModelConfig) -> Party:
     predictor = load_predictor(config.predictor) if config.predictor else None
     sampling = SamplingParams(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k)
     return Party(role, backend, chat_format, predictor, k=config.k, sampling=sampling,
-                 predictor_name=config.predictor or "none")
+                 predictor_name=config.predictor or "none", preamble=load_voice(config.voice))
 
 
 def build_engine(config: SynthesizeConfig, parties: dict[str, Party] | None = None) -> Engine:
@@ -167,6 +173,26 @@ def check_served_models(output_folder: str, served: dict[str, str], overwrite: b
                            "use a new output folder, or --overwrite to start it afresh")
 
 
+def check_shard(output_folder: str, shard: str, overwrite: bool) -> None:
+    """Refuse to write one shard's prompts into a folder made by another shard (unless overwriting)."""
+    import json
+    from pathlib import Path
+
+    run_file = Path(output_folder) / "run.json"
+    if overwrite or not run_file.exists():
+        return
+    try:
+        before = json.loads(run_file.read_text(encoding="utf-8"))["config"].get("shard") or ""
+    except (ValueError, AttributeError, KeyError, TypeError, OSError):
+        return  # the store names an unreadable run.json
+    if before != shard:
+        def words(spec: str) -> str:
+            return f"shard {spec}" if spec else "every prompt (no shard)"
+
+        raise RuntimeError(f"output folder {output_folder} holds {words(before)}, this run is {words(shard)}; "
+                           "give each shard its own --output, or --overwrite to start it afresh")
+
+
 async def synthesize_async(config: SynthesizeConfig, engine: Engine | None = None) -> RunReport:
     """Run `config`. Nothing is written before the start checks pass: the config, the input, the
     models (and every server's readiness)."""
@@ -174,29 +200,32 @@ async def synthesize_async(config: SynthesizeConfig, engine: Engine | None = Non
     from tessy.inputs import PromptItem, Reject, count_prompts, input_options, read_prompts
     from tessy.records import build_record, prompt_sha256, validate_record
     from tessy.secrets import redact_config
+    from tessy.shards import parse_shard, row_key
     from tessy.store import RunOutput, config_fingerprint
 
     validate(config)
     if not config.input:
         raise ValueError("input: give a prompts file (JSONL, Parquet) or a dataset folder")
+    shard = parse_shard(config.shard) if config.shard else None
     options = input_options(config)
     items = read_prompts(config.input, **options)
     total = count_prompts(config.input, split=options["split"])
     engine = engine or build_engine(config)
     served = served_models(engine)
     check_served_models(config.output, served, config.overwrite)
+    check_shard(config.output, config.shard, config.overwrite)
     shaping = config.data_fields()
     if served:  # the model a server really serves shapes the data
         shaping["served_models"] = served
     fingerprint = config_fingerprint(shaping)
     public = {**redact_config(dataclasses.asdict(config)), "served_models": served}
     output = RunOutput(config.output, fingerprint, public, overwrite=config.overwrite, validate=validate_record)
-    report = RunReport(output=config.output)
+    report = RunReport(output=config.output, shard=config.shard)
     started = time.perf_counter()
     try:
         if config.limit:
             total = min(total, config.limit)
-        progress = _Progress(config.progress, total, engine)
+        progress = _Progress(config.progress, None if shard else total, engine)  # a shard's size is unknown
         queue: asyncio.Queue = asyncio.Queue(maxsize=max(1, config.concurrency))
 
         async def produce() -> None:
@@ -205,6 +234,9 @@ async def synthesize_async(config: SynthesizeConfig, engine: Engine | None = Non
                 if config.limit and seen >= config.limit:
                     break
                 seen += 1
+                if shard is not None and not shard.owns(row_key(item.id, item.line)):
+                    report.other_shards += 1
+                    continue
                 if isinstance(item, Reject):
                     output.write_reject(item.line, item.reason, item.id)
                     report.rejected += 1

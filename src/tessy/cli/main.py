@@ -63,6 +63,7 @@ def describe_os_error(exc: OSError) -> str:
 
 COMMANDS = {
     "synthesize": ("tessy.cli.synthesize", "Turn a prompts file into TESSY records (teacher and student together)."),
+    "merge": ("tessy.cli.merge", "Join the shard folders of one run (synthesize --shard I/N) into one run folder."),
     "view": ("tessy.cli.view", "Write an HTML page showing who wrote each span of each record."),
     "analyze": ("tessy.cli.analyze", "Compare data methods on the same prompts: token share, lengths, "
                 "similarity, PCA, words, student NLL."),

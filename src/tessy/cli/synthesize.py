@@ -58,6 +58,8 @@ def print_report(report) -> None:
     )
     if report.skipped_done:
         print(f"skipped {report.skipped_done} prompts already done")
+    if report.other_shards:
+        print(f"shard {report.shard}: left {report.other_shards} prompts to the other shards")
     if report.failed or report.skipped_failed:
         print(f"{report.failed} failed this run, {report.skipped_failed} out of attempts: see {report.output}/failures.jsonl")
     if report.rejected:
@@ -91,7 +93,7 @@ def exit_code(report, expected: int | None = None, max_attempts: int | None = No
     2 (EXIT_ERROR) when every prompt was rejected, so that an unusable input never passes as done."""
     out = out or sys.stderr
     accounted = (report.written + report.failed + report.rejected + report.skipped_done + report.skipped_failed
-                 + report.changed)
+                 + report.changed + report.other_shards)
     not_reached = max(0, expected - accounted) if expected is not None else 0
     unfinished = report.failed + report.skipped_failed + report.changed + not_reached
     if unfinished:

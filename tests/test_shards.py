@@ -1,0 +1,202 @@
+"""Shards and merge: `--shard I/N` splits the prompts by id hash, `tessy merge` joins the folders, and
+two shard processes plus a merge write the same records as one process (timings aside).
+
+The runs are real CLI runs against two fake vLLM-shaped servers (deterministic answers), so the
+same config drives the one-process run, the shards and the Ray tasks.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tessy.cli.main import EXIT_ERROR, main
+from tessy.shards import MergeError, Shard, merge_runs, parse_shard, shard_of
+from tests.fake_openai_server import FakeOpenAIServer
+
+SCRIPT = " Okay, so the answer is 7 because 3 plus 4 makes 7. Wait, let me check: 3 + 4 = 7."
+N_PROMPTS = 10
+
+
+@pytest.fixture(scope="module")
+def servers(smol_tokenizer):
+    script = smol_tokenizer.encode(SCRIPT, add_special_tokens=False)
+    with FakeOpenAIServer("student", script=script, decode=smol_tokenizer.decode, stop_id=2, stop_at=70) as s, \
+            FakeOpenAIServer("teacher", script=script[3:], decode=smol_tokenizer.decode) as t:
+        yield s.url, t.url
+
+
+def write_prompts(path: Path) -> Path:
+    rows = [json.dumps({"id": f"q{i}", "prompt": f"What is {i} plus {i}?"}) for i in range(N_PROMPTS)]
+    rows += ["not json", json.dumps({"id": "q3", "prompt": "a duplicate id"}), json.dumps({"id": "empty", "prompt": ""})]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def synth_args(prompts: Path, output: Path, urls, *extra: str) -> list[str]:
+    return ["synthesize", "--input", str(prompts), "--output", str(output), "--no-progress",
+            "--student.backend", "openai", "--teacher.backend", "openai",
+            "--student.url", urls[0], "--teacher.url", urls[1], "--teacher.model", "smollm2-135m-instruct",
+            "--student.k", "8", "--teacher.k", "8", "--max-tokens", "60", "--max-answer-tokens", "16",
+            "--concurrency", "3", "--seed", "7", *extra]
+
+
+def read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def comparable(folder: Path) -> dict[str, dict]:
+    """Records by id, timing fields left out."""
+    return {r["id"]: {k: v for k, v in r.items() if k != "timings"} for r in read(folder / "records.jsonl")}
+
+
+def rejects(folder: Path) -> list[tuple]:
+    return sorted((r["line"], r["id"], r["reason"]) for r in read(folder / "rejects.jsonl"))
+
+
+@pytest.fixture(scope="module")
+def one_process(servers, tmp_path_factory):
+    """The reference: every prompt in one process."""
+    root = tmp_path_factory.mktemp("one")
+    prompts = write_prompts(root / "prompts.jsonl")
+    assert main(synth_args(prompts, root / "run", servers)) == 0
+    return prompts, root / "run"
+
+
+# ---------------------------------------------------------------------------- the split
+
+
+def test_shard_spec_is_checked_with_a_clear_error(tmp_path, capsys):
+    assert parse_shard("1/4") == Shard(1, 4) and str(parse_shard(" 0/1 ")) == "0/1"
+    for bad in ("2/2", "-1/2", "1/0", "1", "a/b", "1/2/3", ""):
+        with pytest.raises(ValueError, match=r"expected I/N with 0 <= I < N \(e\.g\. 0/4\)"):
+            parse_shard(bad)
+    assert main(["synthesize", "--input", "x.jsonl", "--output", str(tmp_path / "o"), "--shard", "2/2"]) == EXIT_ERROR
+    assert "--shard: expected I/N with 0 <= I < N (e.g. 0/4), got '2/2'" in capsys.readouterr().err
+    assert main(["synthesize", "--input", "x.jsonl", "--shard", "0/2", "--executor", "ray"]) == EXIT_ERROR
+    assert "--executor ray makes its own shards" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_shard_of_is_stable_disjoint_and_balanced():
+    # sha256, not hash(): the same on every machine and Python run (pinned values).
+    assert [shard_of(f"q{i}", 2) for i in range(6)] == [shard_of(f"q{i}", 2) for i in range(6)]
+    assert shard_of("q0", 1000) == int.from_bytes(__import__("hashlib").sha256(b"q0").digest()[:8], "big") % 1000
+    ids = [f"id-{i}" for i in range(3000)]
+    parts = [{i for i in ids if Shard(k, 3).owns(i)} for k in range(3)]
+    assert set().union(*parts) == set(ids) and sum(map(len, parts)) == len(ids)
+    assert all(800 < len(part) < 1200 for part in parts)
+
+
+def test_fingerprint_leaves_out_how_the_run_is_spread():
+    from tessy.config import SynthesizeConfig
+
+    assert SynthesizeConfig(shard="1/3", executor="ray", ray_shards=5, ray_num_gpus=1).data_fields() == \
+        SynthesizeConfig().data_fields()
+
+
+# ---------------------------------------------------------------------------- the done-when
+
+
+def test_two_shard_processes_plus_merge_equal_one_process(servers, one_process, tmp_path, capsys):
+    prompts, single = one_process
+    shards = [tmp_path / "shards" / "0-of-2", tmp_path / "shards" / "1-of-2"]
+    for index, folder in enumerate(shards):
+        assert main(synth_args(prompts, folder, servers, "--shard", f"{index}/2")) == 0
+        info = json.loads((folder / "run.json").read_text())
+        assert info["config"]["shard"] == f"{index}/2"  # the folder knows its shard
+        assert info["fingerprint"] == json.loads((single / "run.json").read_text())["fingerprint"]
+    assert "left" in capsys.readouterr().out  # "shard 1/2: left N prompts to the other shards"
+    parts = [set(comparable(folder)) for folder in shards]
+    assert parts[0] and parts[1] and not parts[0] & parts[1]
+    # Each reject is written by one shard only: the one that owns its id (or its line, without one).
+    assert sorted(rejects(shards[0]) + rejects(shards[1])) == rejects(single)
+
+    merged = tmp_path / "merged"
+    assert main(["merge", *map(str, shards), "-o", str(merged)]) == 0
+    assert comparable(merged) == comparable(single)
+    assert set(comparable(single)) == {f"q{i}" for i in range(N_PROMPTS)}
+    assert rejects(merged) == rejects(single)
+    info = json.loads((merged / "run.json").read_text())
+    assert info["fingerprint"] == json.loads((single / "run.json").read_text())["fingerprint"]
+    assert info["config"]["shard"] == "" and info["shards_missing"] == []
+    assert [entry["shard"] for entry in info["merged_from"]] == ["0/2", "1/2"]
+    assert not list(tmp_path.glob(".merged*"))  # no staging folder left behind
+
+    # The merged folder is a run like any other: view, export, analyze read it, and a rerun into
+    # it (no shard) finds every prompt done.
+    assert main(["view", str(merged)]) == 0 and (merged / "view.html").is_file()
+    assert main(["export", str(merged), "-o", str(tmp_path / "sft"), "--finish-reasons", "stop,length"]) == 0
+    exported = read(tmp_path / "sft" / "train.jsonl") + read(tmp_path / "sft" / "validation.jsonl")
+    assert sorted(row["id"] for row in exported) == sorted(comparable(single))
+    assert main(["analyze", str(merged), str(single), "-o", str(tmp_path / "analysis"), "--no-nll"]) == 0
+    capsys.readouterr()
+    assert main(synth_args(prompts, merged, servers)) == 0
+    assert "skipped 10 prompts already done" in capsys.readouterr().out
+
+
+def test_merge_refuses_overlaps_other_configs_and_repeats(servers, one_process, tmp_path, capsys):
+    prompts, single = one_process
+    shard0, shard1 = tmp_path / "s0", tmp_path / "s1"
+    assert main(synth_args(prompts, shard0, servers, "--shard", "0/2")) == 0
+    other = tmp_path / "other"  # shard 1 of a run with another max_tokens
+    assert main(synth_args(prompts, other, servers, "--shard", "1/2", "--max-tokens", "50")) == 0
+    assert main(synth_args(prompts, shard1, servers, "--shard", "1/2")) == 0
+    out = tmp_path / "out"
+    capsys.readouterr()
+
+    def refused(folders, pattern):
+        with pytest.raises(MergeError, match=pattern):
+            merge_runs(folders, out)
+        assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+    refused([shard0, single], rf"id 'q\d+' is in both {shard0} and {single}: shards must hold disjoint prompts")
+    refused([shard0, other], rf"{shard0} and {other} were made by different configs \(fingerprint \w+ vs \w+\)")
+    refused([shard0, shard0], rf"{shard0} is given twice")
+    refused([shard0, tmp_path / "nowhere"], r"no run folder at .*nowhere")
+    # The CLI says it on one line, exit code 2.
+    assert main(["merge", str(shard0), str(other), "-o", str(out)]) == EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(shard0) in err and str(other) in err and "different configs" in err
+
+    # One shard alone merges, naming the missing one; an existing OUT only with --overwrite.
+    assert main(["merge", str(shard0), "-o", str(out)]) == 0
+    assert "shards 1/2 are missing" in capsys.readouterr().err
+    assert main(["merge", str(shard0), str(shard1), "-o", str(out)]) == EXIT_ERROR
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["merge", str(shard0), str(shard1), "-o", str(out), "--overwrite"]) == 0
+    assert comparable(out) == comparable(single)
+    # A merged folder merges again (its shards are known), but not with a shard it already holds.
+    with pytest.raises(MergeError, match=r"are both shard 0/2"):
+        merge_runs([out, shard0], tmp_path / "again")
+    with pytest.raises(MergeError, match=r"holds the run"):
+        merge_runs([out], out, overwrite=True)
+
+
+def test_a_shard_folder_refuses_another_shard(servers, one_process, tmp_path, capsys):
+    prompts, _ = one_process
+    folder = tmp_path / "s0"
+    assert main(synth_args(prompts, folder, servers, "--shard", "0/2")) == 0
+    before = (folder / "records.jsonl").read_text()
+    assert main(synth_args(prompts, folder, servers, "--shard", "1/2")) == EXIT_ERROR
+    assert "holds shard 0/2, this run is shard 1/2; give each shard its own --output" in capsys.readouterr().err
+    assert main(synth_args(prompts, folder, servers)) == EXIT_ERROR
+    assert "this run is every prompt (no shard)" in capsys.readouterr().err
+    assert (folder / "records.jsonl").read_text() == before
+
+
+def test_merge_refuses_a_folder_being_written(one_process, tmp_path):
+    import fcntl
+    import os
+
+    _, single = one_process
+    fd = os.open(single / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(MergeError, match=rf"{single} is in use by a running tessy process"):
+            merge_runs([single], tmp_path / "out")
+    finally:
+        os.close(fd)
+    assert not (tmp_path / "out").exists()
