@@ -9,13 +9,17 @@ keep a cache for it (a KV cache in process, a prefix cache on a server). Promise
 - a stop token, when hit, is the last id returned and `finish_reason` is "stop";
 - `rollback(seq_id, length)` drops any cached state past `length` tokens, so the next call
   costs only the tokens after the kept prefix; `release(seq_id)` forgets the sequence.
+- `stream` is `generate` delivered in chunks that the caller may stop early (`TokenStream`): the
+  chunks join to what `generate` would return for the same call, up to where the caller stopped.
+  The default delivers `generate` as one chunk, so every backend streams; a backend that decodes
+  token by token (`hf`) delivers tokens as they come and stops generating when asked.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Awaitable
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,17 @@ class Backend(ABC):
     ) -> Generation:
         """Continue `context_ids` by at most `max_new_tokens` tokens."""
 
+    def stream(
+        self,
+        seq_id: str,
+        context_ids: list[int],
+        max_new_tokens: int,
+        sampling: SamplingParams,
+        stop_token_ids: frozenset[int] = frozenset(),
+    ) -> "TokenStream":
+        """`generate`, delivered in chunks that the caller may stop (default: one chunk)."""
+        return OneChunk(self.generate(seq_id, context_ids, max_new_tokens, sampling, stop_token_ids))
+
     def rollback(self, seq_id: str, length: int) -> None:
         """Forget cached state past the first `length` tokens of `seq_id` (no-op by default)."""
 
@@ -76,3 +91,47 @@ class Backend(ABC):
 class ServersUnavailable(RuntimeError):
     """No server of a role answered within the configured wait (every replica down). Not the
     sample's fault: a runner stops taking samples and does not count it as a failed attempt."""
+
+
+class TokenStream:
+    """New token ids of one request, chunk by chunk: `async for chunk in stream`.
+
+    `aclose()` stops the request (generation ends soon after; tokens made meanwhile are never
+    delivered) and waits until it has. After the last chunk or `aclose()`, `finish_reason` is
+    "stop", "length" or "cancelled" and `generated` counts every token the model generated for the
+    request, delivered or not. A stop token, when hit, is the last id of the last chunk.
+    """
+
+    finish_reason: str | None = None
+    generated: int = 0
+
+    def __aiter__(self) -> "TokenStream":
+        return self
+
+    async def __anext__(self) -> list[int]:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Stop the request and wait until it has stopped."""
+
+
+class OneChunk(TokenStream):
+    """A whole `generate` call as a stream of one chunk (it cannot be stopped part-way)."""
+
+    def __init__(self, call: Awaitable[Generation]):
+        self._call = call
+        self._done = False
+
+    async def __anext__(self) -> list[int]:
+        if self._done:
+            raise StopAsyncIteration
+        self._done = True
+        generation = await self._call
+        self.finish_reason, self.generated = generation.finish_reason, len(generation.token_ids)
+        return list(generation.token_ids)
+
+    async def aclose(self) -> None:
+        if not self._done:  # never started: nothing was generated
+            self._done = True
+            self._call.close()
+            self.finish_reason = "cancelled"

@@ -3,7 +3,9 @@
 `ScriptedBackend` continues any sequence with tokens of a fixed script, chosen by how many
 response tokens the sequence already holds: the response is the script itself, so a test knows
 exactly what each model would write next. It uses a real tokenizer when given one (its script is
-then text), and can raise on chosen calls to inject faults.
+then text), and can raise on chosen calls to inject faults. `stream` delivers a call's tokens
+`stream_chunk` at a time (default one), like a model decoding token by token, and generates
+nothing past where the caller stops it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable
 
-from tessy.backends.base import Backend, Generation, SamplingParams
+from tessy.backends.base import Backend, Generation, SamplingParams, TokenStream
 
 
 class ScriptedBackend(Backend):
@@ -29,6 +31,7 @@ class ScriptedBackend(Backend):
         fail_on_call: Callable[[int], Exception | None] | None = None,
         delay_s: float = 0.0,
         stop_token_id: int | None = None,
+        stream_chunk: int = 1,
     ):
         self.tokenizer = tokenizer
         self.model_name = model_name
@@ -37,6 +40,7 @@ class ScriptedBackend(Backend):
         self.stop_token_id = stop_token_id if stop_token_id is not None else tokenizer.eos_token_id
         self.fail_on_call = fail_on_call
         self.delay_s = delay_s
+        self.stream_chunk = stream_chunk
         self.calls = 0
         self.written: dict[str, int] = {}  # seq_id -> script tokens already kept in the sequence
         self._offered: dict[str, tuple[int, int]] = {}  # seq_id -> (context length, script position)
@@ -65,6 +69,16 @@ class ScriptedBackend(Backend):
         self._offered[seq_id] = (len(context_ids), position)
         return Generation(new, self.tokenizer.decode(new, skip_special_tokens=False), finish)
 
+    def stream(
+        self,
+        seq_id: str,
+        context_ids: list[int],
+        max_new_tokens: int,
+        sampling: SamplingParams,
+        stop_token_ids: frozenset[int] = frozenset(),
+    ) -> TokenStream:
+        return _Chunks(self.generate(seq_id, context_ids, max_new_tokens, sampling, stop_token_ids), self.stream_chunk)
+
     def rollback(self, seq_id: str, length: int) -> None:
         # The engine keeps `length` tokens: whatever part of the last offer survived is written. A
         # cut may also reach back into tokens of an earlier request of the same span (a character
@@ -83,3 +97,32 @@ class ScriptedBackend(Backend):
     def release(self, seq_id: str) -> None:
         self.written.pop(seq_id, None)
         self._offered.pop(seq_id, None)
+
+
+class _Chunks(TokenStream):
+    """A scripted call delivered a few tokens at a time; tokens not delivered count as never generated."""
+
+    def __init__(self, call, chunk: int):
+        self._call, self._chunk = call, max(1, chunk)
+        self._ids: list[int] | None = None
+        self._finish = "length"
+
+    async def __anext__(self) -> list[int]:
+        if self._ids is None:
+            generation = await self._call
+            self._ids, self._finish = list(generation.token_ids), generation.finish_reason
+        else:
+            await asyncio.sleep(0)
+        if self.generated >= len(self._ids):
+            self.finish_reason = self._finish
+            raise StopAsyncIteration
+        chunk = self._ids[self.generated : self.generated + self._chunk]
+        self.generated += len(chunk)
+        return chunk
+
+    async def aclose(self) -> None:
+        if self._ids is None:
+            self._call.close()
+            self._ids = []
+        if self.finish_reason is None:
+            self.finish_reason = "cancelled" if self.generated < len(self._ids) else self._finish

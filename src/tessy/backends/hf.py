@@ -10,9 +10,13 @@ ids it holds), and one worker thread where every torch call runs. Promises, on t
   a changed context never gives wrong output, only extra prefill.
 - Caches are plain full-attention `DynamicLayer`s, also for models with sliding-window layers
   (Gemma 3): the sliding window is applied by the attention mask, and any prefix can be cropped.
-- Sampling is greedy when temperature <= 0, else temperature / top-k / top-p, drawn from a
-  `torch.Generator` per sequence, seeded from `sampling.seed` on the sequence's first call (or when
-  the seed changes) and carried across its calls: a sample's draws depend only on its own calls.
+- Sampling is greedy when temperature <= 0, else temperature / top-k / top-p. With a seed, the
+  draw for the token at position p of the sequence comes from a generator seeded with
+  (`sampling.seed`, p): what is drawn depends only on the context, the seed and the position, not
+  on how the tokens were split into calls or where an earlier call was stopped. Without a seed,
+  one unseeded `torch.Generator` per sequence is carried across its calls.
+- `stream` delivers each token as it is sampled; closing the stream stops the request after the
+  forward in progress (the cache then holds those tokens until the caller's `rollback`).
 - Concurrency: all torch work runs in ONE worker thread, so the event loop stays responsive.
   Requests waiting together are decoded together, one forward per step for up to `max_batch`
   rows: the rows' caches are left-padded into one batched cache, with an attention mask and
@@ -27,6 +31,7 @@ ids it holds), and one worker thread where every torch call runs. Promises, on t
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import time
 from collections import deque
@@ -34,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from tessy.backends.base import Backend, Generation, SamplingParams
+from tessy.backends.base import Backend, Generation, SamplingParams, TokenStream
 from tessy.models import resolve_model
 
 
@@ -68,6 +73,8 @@ class _Request:
     started: float
     new: list[int] = field(default_factory=list)
     finish: str | None = None
+    stream: "_HFStream | None" = None  # gets each token as it is sampled
+    cancelled: bool = False  # set by the stream's owner: stop after the forward in progress
 
 
 class HFBackend(Backend):
@@ -132,6 +139,30 @@ class HFBackend(Backend):
         text = self.tokenizer.decode(new, skip_special_tokens=False)
         return Generation(new, text, finish, time.perf_counter() - req.started)
 
+    def stream(
+        self,
+        seq_id: str,
+        context_ids: list[int],
+        max_new_tokens: int,
+        sampling: SamplingParams,
+        stop_token_ids: frozenset[int] = frozenset(),
+    ) -> TokenStream:
+        if not context_ids:
+            raise ValueError("generate needs at least one context token")
+        if len(context_ids) + max_new_tokens > self.max_context:
+            raise ValueError(
+                f"context of {len(context_ids)} tokens + {max_new_tokens} new tokens exceeds "
+                f"max_context={self.max_context} of {self.model_name}"
+            )
+        loop = asyncio.get_running_loop()
+        req = _Request(
+            seq_id, list(context_ids), max_new_tokens, sampling, frozenset(stop_token_ids),
+            loop.create_future(), loop, time.perf_counter(),
+        )
+        req.stream = _HFStream(req)
+        self._submit(("gen", req))
+        return req.stream
+
     def rollback(self, seq_id: str, length: int) -> None:
         self._submit(("rollback", seq_id, int(length)))
 
@@ -157,6 +188,10 @@ class HFBackend(Backend):
                 item = self._queue[0]
                 if item[0] == "gen":
                     req = item[1]
+                    if req.cancelled:  # stopped before it started: nothing generated
+                        req.loop.call_soon_threadsafe(_set_result, req.future, ([], "cancelled"))
+                        self._queue.popleft()
+                        continue
                     if len(taken) >= room or req.seq_id in active or any(r.seq_id == req.seq_id for r in taken):
                         break
                     taken.append(req)
@@ -236,7 +271,7 @@ class HFBackend(Backend):
         logits = self._forward(torch.tensor([feed], device=self.device), positions, None, seq.cache)
         self.stats.prefill_tokens += len(feed)
         seq.ids = list(req.context)
-        req.new.append(self._sample(logits[0], req, seq.generator))
+        self._append(req, self._sample(logits[0], req, seq.generator))
 
     def _step(self, rows: list[_Request], cache: Any, pads: list[int]) -> None:
         """Feed every row's last sampled token in one forward; sample each row's next token."""
@@ -255,7 +290,13 @@ class HFBackend(Backend):
         self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(rows))
         for i, r in enumerate(rows):
             self._seqs[r.seq_id].ids.append(r.new[-1])
-            r.new.append(self._sample(logits[i], r, self._seqs[r.seq_id].generator))
+            self._append(r, self._sample(logits[i], r, self._seqs[r.seq_id].generator))
+
+    @staticmethod
+    def _append(req: _Request, token: int) -> None:
+        req.new.append(token)
+        if req.stream is not None:
+            req.loop.call_soon_threadsafe(req.stream.push, token)
 
     def _forward(self, tokens, positions, mask, cache):
         out = self.model(
@@ -271,6 +312,8 @@ class HFBackend(Backend):
         sp = req.sampling
         if sp.greedy:
             return int(torch.argmax(logits))
+        if sp.seed is not None:  # the draw depends on the seed and the position only
+            generator.manual_seed(_draw_seed(sp.seed, len(req.context) + len(req.new)))
         logits = logits / sp.temperature
         if sp.top_k and sp.top_k < logits.shape[-1]:
             kth = torch.topk(logits, sp.top_k).values[-1]
@@ -286,7 +329,9 @@ class HFBackend(Backend):
     def _finish_if_done(self, req: _Request) -> bool:
         """Deliver the request if its last token is a stop token or it has enough tokens."""
         if req.finish is None:
-            if req.new and req.new[-1] in req.stop:
+            if req.cancelled:
+                req.finish = "cancelled"
+            elif req.new and req.new[-1] in req.stop:
                 req.finish = "stop"
             elif len(req.new) >= req.max_new_tokens:
                 req.finish = "length"
@@ -359,6 +404,45 @@ class HFBackend(Backend):
             for layer in picked.layers:
                 layer.keys, layer.values = layer.keys[:, :, trim:], layer.values[:, :, trim:]
         return picked, [p - trim for p in pads]
+
+
+class _HFStream(TokenStream):
+    """The tokens of one request as the worker thread samples them (see `base.TokenStream`)."""
+
+    def __init__(self, req: _Request):
+        self._req = req
+        self._buffer: list[int] = []
+        self._event = asyncio.Event()
+        req.future.add_done_callback(lambda _: self._event.set())
+
+    def push(self, token: int) -> None:  # event loop side, scheduled by the worker thread
+        self._buffer.append(token)
+        self._event.set()
+
+    async def __anext__(self) -> list[int]:
+        while True:
+            if self._buffer:  # every token pushed before the request finished arrives first
+                chunk, self._buffer = self._buffer, []
+                return chunk
+            if self._req.future.done():
+                self._finish()
+                raise StopAsyncIteration
+            self._event.clear()
+            await self._event.wait()
+
+    async def aclose(self) -> None:
+        self._req.cancelled = True
+        await asyncio.shield(self._req.future)
+        self._finish()
+
+    def _finish(self) -> None:
+        new, self.finish_reason = self._req.future.result()
+        self.generated = len(new)
+
+
+def _draw_seed(seed: int, position: int) -> int:
+    digest = hashlib.blake2b(f"{seed}:{position}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

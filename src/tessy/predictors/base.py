@@ -10,12 +10,21 @@ role of the model that wrote the span (paper §2.2, Eq. 5):
 
 Implementations may batch: `label` is awaited concurrently by many samples, and a predictor is
 free to gather the waiting queries and label them together.
+
+When a verdict is final (`final_count`): a piece's verdict may still change when more text
+follows it (a rule that needs the next word, a classifier token that is not complete). A
+predictor says how far later text can reach back, so the engine can stop generating as soon as
+the verdicts up to the first wrong-kind token can no longer change. `lookahead_chars` is that
+reach in non-whitespace characters after a piece (0: a verdict depends only on the text up to
+its piece; None, the default: unknown, so no verdict is final before the model's request ends
+and generation is never stopped early).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
 
 @dataclass(frozen=True)
@@ -31,10 +40,20 @@ class BoundaryPredictor(ABC):
     """Labels tokens of a span as style (True) or capability (False)."""
 
     name: str = "predictor"
+    #: Non-whitespace characters after a piece that can still change its verdict (None: unknown).
+    lookahead_chars: int | None = None
 
     @abstractmethod
     async def label(self, query: SpanQuery) -> list[bool]:
         """Return one `is_style` verdict per piece of `query`."""
+
+    def final_count(self, pieces: Sequence[str]) -> int:
+        """How many leading `pieces` have verdicts that no text after them can change (labelled
+        with the same context, alone or with more pieces after them)."""
+        if self.lookahead_chars is None:
+            return 0
+        reach = self.lookahead_chars
+        return count_final(pieces, lambda after: sum(not c.isspace() for c in after) >= reach)
 
     async def aclose(self) -> None:
         """Free resources (threads, models)."""
@@ -80,3 +99,27 @@ def fill_whitespace_verdicts(verdicts: list[bool | None]) -> list[bool]:
         previous = previous if verdict is None else verdict
         filled.append(previous)
     return filled
+
+
+def count_final(pieces: Sequence[str], settled: Callable[[str], bool], from_first_char: bool = False) -> int:
+    """How many leading pieces have final verdicts. A piece with text is final when
+    `settled(text after it)` holds, the text measured after the piece (or, `from_first_char`,
+    after its first non-whitespace character: a predictor that labels a piece by that character);
+    a whitespace piece takes its verdict from a neighbour (`fill_whitespace_verdicts`), so it is
+    final when that neighbour is."""
+    text = "".join(pieces)
+    flags: list[bool | None] = []
+    for (start, end), piece in zip(piece_bounds(pieces), pieces):
+        if not piece.strip():
+            flags.append(None)
+            continue
+        anchor = start + len(piece) - len(piece.lstrip()) + 1 if from_first_char else end
+        flags.append(settled(text[anchor:]))
+    first = next((flag for flag in flags if flag is not None), False)
+    count, previous = 0, first
+    for flag in flags:
+        previous = previous if flag is None else flag
+        if not previous:
+            break
+        count += 1
+    return count
