@@ -25,6 +25,7 @@ from tessy.engine.decode import Meter, Pieces, Written, write_until
 from tessy.engine.state import (OTHER, STUDENT, TEACHER, Limits, PairError, Party, PromptTooLong, SampleResult,
                                 SampleState, Span, sample_seed)
 from tessy.predictors.base import SpanQuery
+from tessy.voices import with_voice
 
 
 class Engine:
@@ -62,7 +63,7 @@ class Engine:
         ids = {}
         for role in roles:
             party = self.parties[role]
-            ids[role] = party.format.prompt_ids(party.tokenizer, messages)
+            ids[role] = party.format.prompt_ids(party.tokenizer, with_voice(party.preamble, messages))
             room = party.backend.max_context - len(ids[role])
             if room < (party.k if min_room is None else min_room):
                 raise PromptTooLong(

@@ -48,6 +48,8 @@ class Party:
     k: int = 20
     sampling: SamplingParams = field(default_factory=SamplingParams)
     predictor_name: str = "lexicon"
+    #: Messages this model sees before every prompt (`tessy.voices`); records keep the plain prompt.
+    preamble: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def tokenizer(self) -> Any:
