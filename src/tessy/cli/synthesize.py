@@ -6,7 +6,8 @@ one-line error and exit code 2. After the run the exit code says whether every p
 accounted for (see `exit_code` and `tessy.cli.main.EXIT_CODES`).
 
 Test hook: `ENGINE_FACTORY`, when set (by a test), builds the engine from the config instead of
-loading models, so the whole command can be driven with scripted backends.
+loading models, so the whole command can be driven with scripted backends (not with `--executor
+ray`, whose tasks load their models in their own processes).
 """
 
 from __future__ import annotations
@@ -122,9 +123,14 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     expected = check_input(config)
-    engine = ENGINE_FACTORY(config) if ENGINE_FACTORY is not None else None
+    engine = ENGINE_FACTORY(config) if ENGINE_FACTORY is not None and config.executor == "local" else None
     try:
-        report = synthesize(config, engine=engine)
+        if config.executor == "ray":  # the shards as Ray tasks, merged into config.output
+            from tessy.ray_executor import synthesize_with_ray
+
+            report = synthesize_with_ray(config)
+        else:
+            report = synthesize(config, engine=engine)
     except OSError as exc:  # disk full while writing: name the output folder the error left out
         if exc.filename is None and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG):
             raise OSError(exc.errno, exc.strerror, config.output) from exc
