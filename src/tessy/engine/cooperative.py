@@ -13,6 +13,15 @@ to a word boundary, never forward, so no model continues from half a word. Two e
 in a row force the model whose turn it is to keep at least one word (the span is `forced`), so
 the models cannot pass the turn back and forth without progress.
 
+Stopping at the cut: each step streams its tokens (`Engine.generate` with `on_tokens`); the
+pieces so far are labelled as they arrive, and the request is stopped as soon as the cut is
+certain: the first wrong-kind token is there, the verdicts up to it can no longer change
+(`BoundaryPredictor.final_count`), the character after the cut is known, and a forced span has
+its word. The cut is then the one generating all the step's tokens would have given (for a
+predictor whose `lookahead_chars` is truthful), so records do not depend on where a request
+stopped; only `generated` and `discarded` shrink. A predictor that cannot say (lookahead None), or
+a backend that cannot stream, gives the paper's generate-then-cut.
+
 How a sample ends (`FINISH_REASONS`): "stop" (a model ended the response, or the thinking ended
 and the student's answer stopped); "length" (the budget in `Limits`, never exceeded: each step
 asks for at most what is left, and a span that still counts more is trimmed); "max_spans";
@@ -85,17 +94,16 @@ async def alternate(engine: "Engine", state: SampleState) -> str:
             return ("repetition" if repeating else "length" if left <= 0
                     else "context" if room <= 0 else "max_spans")
 
-        # One step: up to k new tokens, never more than the budget left.
-        new_ids, stopped, generated = await engine.generate(state, role, context, min(party.k, left, room))
-        start = len(span.pieces)
-        new = span.pieces.add(span.decoder, new_ids)
+        # One step: up to k new tokens, never more than the budget left, stopped once the cut is certain.
+        step = Step(engine, state, section, span)
+        _, stopped, generated = await engine.generate(state, role, context, min(party.k, left, room),
+                                                      on_tokens=step.arrived)
         span.generated += generated
+        start = step.start
         # The end of the thinking section (or a stop string) ends the span; its marker is dropped.
-        end = find_end(engine, role, span.pieces.text)
-        usable = span.pieces.tokens_ending_by(end) if end is not None else len(span.pieces)
+        end, usable = step.end()
         ended = stopped or end is not None
-        labels = await engine.label(state, role, state.section_text(section) + span.pieces.text_before(start),
-                                    new.texts[: max(0, usable - start)])
+        labels = await step.labels(usable)
         cut = cut_index(role, labels)
         if cut is None and not ended:
             continue  # no cut: the same model goes on
@@ -104,7 +112,7 @@ async def alternate(engine: "Engine", state: SampleState) -> str:
         if cut is not None:
             keep, forced = cut_position(engine, state, span.pieces, start + cut, usable)
         if state.trace is not None:
-            state.trace.append({"role": role, "span_start": start, "pieces": new.texts, "labels": labels,
+            state.trace.append({"role": role, "span_start": start, "pieces": span.pieces.texts[start:], "labels": labels,
                                 "cut": cut, "keep": keep, "forced": forced, "ended": ended})
         trimmed = close(engine, state, section, span, keep, budget, forced)
         if trimmed:
@@ -115,6 +123,62 @@ async def alternate(engine: "Engine", state: SampleState) -> str:
             return THINKING_DONE if engine.has_thinking else "stop"
         state.turn = OTHER[role]
         span = open_span(engine, state)
+
+
+class Step:
+    """One request of the open span: its pieces as they arrive, their verdicts, and whether the
+    cut is already certain (see the module docstring)."""
+
+    def __init__(self, engine: "Engine", state: SampleState, section: str, span: OpenSpan):
+        self.engine, self.state, self.span = engine, state, span
+        self.start = len(span.pieces)
+        self.context = state.section_text(section) + span.pieces.text
+        self._labelled: tuple[int, list[bool]] | None = None  # (usable, labels) last computed
+
+    def end(self) -> tuple[int | None, int]:
+        """Where the section (or response) ends in the span's text, and the tokens before it."""
+        pieces = self.span.pieces
+        end = find_end(self.engine, self.span.role, pieces.text)
+        return end, pieces.tokens_ending_by(end) if end is not None else len(pieces)
+
+    async def labels(self, usable: int) -> list[bool]:
+        """Verdicts for this step's pieces before `usable`."""
+        if self._labelled is None or self._labelled[0] != usable:
+            texts = self.span.pieces.texts[self.start : max(self.start, usable)]
+            self._labelled = usable, await self.engine.label(self.state, self.span.role, self.context, texts)
+        return self._labelled[1]
+
+    async def arrived(self, ids: list[int], done: bool) -> bool:
+        """`on_tokens` for `Engine.generate`: add the new pieces; True stops the request."""
+        self.span.pieces.add(self.span.decoder, ids)
+        if done:
+            return False
+        end, usable = self.end()
+        if end is not None:
+            return True  # the model ended the section: nothing after the end is used
+        return self.cut_is_certain(await self.labels(usable))
+
+    def cut_is_certain(self, labels: list[bool]) -> bool:
+        """Whether more tokens can no longer change where this span is cut."""
+        engine, state, pieces, role = self.engine, self.state, self.span.pieces, self.span.role
+        cut = cut_index(role, labels)
+        predictor = engine.parties[role].predictor
+        if cut is None or predictor is None or cut >= predictor.final_count(pieces.texts[self.start :]):
+            return False
+        if not has_text_after(pieces, self.start + cut):
+            return False  # the character after the cut decides word and character boundaries
+        keep, forced = cut_position(engine, state, pieces, self.start + cut, len(pieces))
+        if keep == 0 and state.empty_handovers >= MAX_EMPTY_HANDOVERS:
+            return False  # a forced span's first word has not come yet
+        if forced and not engine.shared_vocab:
+            word = word_boundary_after(pieces, 0)
+            return word < len(pieces) and has_text_after(pieces, word)
+        return True
+
+
+def has_text_after(pieces: Pieces, position: int) -> bool:
+    """Whether some text follows the first `position` pieces (an incomplete character adds none)."""
+    return any(pieces.texts[position:])
 
 
 def find_end(engine: "Engine", role: str, text: str) -> int | None:
@@ -153,4 +217,5 @@ def close(engine: "Engine", state: SampleState, section: str, span: OpenSpan, ke
     engine.hand_over(state, role, span.pieces, fitted)
     engine.keep(state, role, section, span.pieces, fitted, span.generated, forced)
     state.empty_handovers = 0 if fitted else state.empty_handovers + 1
+    state.turns += 1
     return fitted < keep and meter(span.pieces, keep) > left

@@ -18,7 +18,7 @@ Promises:
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from tessy.backends.base import SamplingParams
 from tessy.engine.decode import Meter, Pieces, Written, write_until
@@ -83,22 +83,50 @@ class Engine:
     # -- one request -------------------------------------------------------------------------
 
     async def generate(self, state: SampleState, role: str, context: list[int], n: int,
-                       temperature: float | None = None) -> tuple[list[int], bool, int]:
+                       temperature: float | None = None,
+                       on_tokens: Callable[[list[int], bool], Awaitable[bool]] | None = None,
+                       ) -> tuple[list[int], bool, int]:
         """`role` continues `context` by at most `n` tokens: (new ids without a final stop
-        token, whether it stopped, tokens generated)."""
+        token, whether it stopped, tokens generated, those made after an early stop included).
+
+        `on_tokens(ids, done)`, when given, sees the new ids as they arrive (never a final stop
+        token; `done`: no more will come) and returns True to stop the request there; the ids
+        returned are then the ones it saw."""
         party = self.parties[role]
         sampling = SamplingParams(
             temperature=party.sampling.temperature if temperature is None else temperature,
             top_p=party.sampling.top_p, top_k=party.sampling.top_k,
-            seed=sample_seed(self.seed, state.sample_id, role))
+            seed=sample_seed(self.seed, state.sample_id, role, state.turns))
         started = time.perf_counter()
-        generation = await party.backend.generate(seq_id(state, role), context, n, sampling, party.stop_ids())
+        stop_ids = party.stop_ids()
+        if on_tokens is None:
+            generation = await party.backend.generate(seq_id(state, role), context, n, sampling, stop_ids)
+            ids, finish, generated = list(generation.token_ids), generation.finish_reason, len(generation.token_ids)
+        else:
+            ids, finish, generated = await self._stream(party, seq_id(state, role), context, n, sampling, on_tokens)
         state.generate_s[role] = state.generate_s.get(role, 0.0) + time.perf_counter() - started
         state.steps += 1
-        ids = list(generation.token_ids)
-        state.generated += len(ids)
-        stopped = generation.finish_reason == "stop" and bool(ids) and ids[-1] in party.stop_ids()
-        return (ids[:-1] if stopped else ids), stopped, len(ids)
+        state.generated += generated
+        stopped = finish == "stop" and bool(ids) and ids[-1] in stop_ids
+        return (ids[:-1] if stopped else ids), stopped, generated
+
+    @staticmethod
+    async def _stream(party: Party, sequence: str, context: list[int], n: int, sampling: SamplingParams,
+                      on_tokens: Callable[[list[int], bool], Awaitable[bool]]) -> tuple[list[int], str, int]:
+        """One streamed request, stopped where `on_tokens` says: (ids seen, finish reason, generated)."""
+        stop_ids = party.stop_ids()
+        stream = party.backend.stream(sequence, context, n, sampling, stop_ids)
+        ids: list[int] = []
+        try:
+            async for chunk in stream:
+                ids += chunk
+                stopped = bool(ids) and ids[-1] in stop_ids  # a stop token is always the last one
+                done = stopped or len(ids) >= n
+                if await on_tokens(chunk[:-1] if stopped else chunk, done) and not done:
+                    break
+        finally:
+            await stream.aclose()
+        return ids, stream.finish_reason or "length", max(stream.generated, len(ids))
 
     async def label(self, state: SampleState, role: str, context: str, pieces: list[str]) -> list[bool]:
         """The predictor's style verdict for each piece; no predictor: the model never hands over."""

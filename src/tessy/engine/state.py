@@ -114,6 +114,7 @@ class SampleState:
     spans: list[Span] = field(default_factory=list)
     thinking_done: bool = False  # the thinking section ended (so the record closes it)
     empty_handovers: int = 0
+    turns: int = 0  # spans closed so far, empty ones included (each turn draws with its own seed)
     steps: int = 0
     generated: int = 0
     generate_s: dict[str, float] = field(default_factory=dict)
@@ -163,6 +164,8 @@ class SampleResult:
         return sum(span.tokens_student for span in self.spans)
 
 
-def sample_seed(base_seed: int, sample_id: str, role: str) -> int:
-    digest = hashlib.sha256(f"{base_seed}:{sample_id}:{role}".encode()).digest()
+def sample_seed(base_seed: int, sample_id: str, role: str, turn: int = 0) -> int:
+    """The seed of one sample's role in one turn (a retried turn draws afresh)."""
+    key = f"{base_seed}:{sample_id}:{role}" + (f":{turn}" if turn else "")
+    digest = hashlib.sha256(key.encode()).digest()
     return int.from_bytes(digest[:4], "little")

@@ -20,6 +20,13 @@ overlapping that piece's non-whitespace text); whitespace pieces follow
 fed. Every piece gets a verdict, the first one included; with offset 1 and nothing before the
 first token, the tokenizer's BOS (else EOS) token is put in front to carry its prediction.
 
+When a verdict is final (`final_count`): for a causal model (checked at load: the logits of a
+prefix do not change when tokens are appended), a piece's verdict depends on the text up to the
+classifier token holding its first non-whitespace character (offset 0) or the one before it
+(offset 1); that token is complete once whitespace and then more text follow the character (no
+tokenizer here joins a word to the next across whitespace). A bidirectional model's verdicts
+depend on all the text, so none is final before the request ends.
+
 Batching: concurrent `label()` calls are queued; one worker task takes up to `max_batch` waiting
 queries, runs one right-padded forward in a single worker thread, and resolves them; queries that
 arrive meanwhile form the next batch. `predict_seconds`, `batches` and `queries` count the work.
@@ -32,12 +39,16 @@ import bisect
 import itertools
 import logging
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from tessy.predictors.base import BoundaryPredictor, SpanQuery, fill_whitespace_verdicts, piece_bounds
+from tessy.predictors.base import BoundaryPredictor, SpanQuery, count_final, fill_whitespace_verdicts, piece_bounds
 
 logger = logging.getLogger(__name__)
+
+#: Text after a character that completes the classifier token holding it: whitespace, then more.
+_WORD_THEN_TEXT = re.compile(r"\s\S")
 
 PAPER_STYLE_LABEL_ID = 1
 PAPER_LABEL_OFFSET = 1
@@ -140,6 +151,7 @@ class ClassifierPredictor(BoundaryPredictor):
                 "randomly initialised head. Train a predictor first or give the right folder."
             )
         self.model = model.to(self.device).eval()
+        self.causal = self._is_causal()
         self.path = path
         self.max_batch = max_batch
         self.max_context_tokens = max_context_tokens
@@ -153,6 +165,21 @@ class ClassifierPredictor(BoundaryPredictor):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tessy-classifier")
         self._pending: list[tuple[SpanQuery, asyncio.Future]] = []
         self._worker: asyncio.Task | None = None
+
+    def final_count(self, pieces) -> int:
+        if not self.causal:
+            return 0
+        return count_final(pieces, lambda after: bool(_WORD_THEN_TEXT.search(after)), from_first_char=True)
+
+    def _is_causal(self) -> bool:
+        """Whether the logits at a position ignore the tokens after it (a decoder backbone)."""
+        import torch
+
+        ids = torch.arange(5, 13, dtype=torch.long)[None].to(self.device) % self.model.config.vocab_size
+        with torch.inference_mode():
+            whole = self.model(input_ids=ids).logits[0, :4].float()
+            prefix = self.model(input_ids=ids[:, :4]).logits[0].float()
+        return bool(torch.allclose(whole, prefix, rtol=1e-2, atol=1e-3 * (1 + float(prefix.abs().max()))))
 
     # -- async batching -------------------------------------------------------------------
     async def label(self, query: SpanQuery) -> list[bool]:

@@ -21,7 +21,12 @@ Promises:
 - `LexiconPredictor.label` scans only a bounded tail of the context (`context_chars`, default
   200) plus the span, so each call costs O(span) whatever the response length;
 - a piece is style when at least half of its non-whitespace characters lie inside a match;
-  whitespace pieces follow `base.fill_whitespace_verdicts`.
+  whitespace pieces follow `base.fill_whitespace_verdicts`;
+- a verdict is final once `LOOKAHEAD_CHARS` non-whitespace characters follow its piece: the
+  longest rule completes within about 20 ("this question is asking" from its "t", plus the
+  character that ends the word). Exceptions, where later text reaches further: unbounded
+  repetitions ("hmmmm…" written on) and "To solve this <word>," with a word over 10 letters.
+  Only there can a cut made as soon as it is final differ from one made after more tokens.
 """
 
 from __future__ import annotations
@@ -83,6 +88,9 @@ _OPENERS = [
 _SOFT_OPENERS = [r"so(?! (?:that|far|many|much|long|the same)\b)", r"but", r"wait", r"hmm+", r"oh+",
                  r"well(?![-\w])", r"okay", r"right\?", r"i think", r"i guess"]
 
+
+#: Non-whitespace characters after a piece that can still change its verdict (see the module doc).
+LOOKAHEAD_CHARS = 24
 
 _NOT_CODE = r"(?!\s*(?:[=(\[]|\.\w))"  # not a variable, call or attribute: "now = time()", "so.x"
 
@@ -179,6 +187,7 @@ class LexiconPredictor(BoundaryPredictor):
     """Style detection by phrase rules; instant, deterministic, language: English."""
 
     name = "lexicon"
+    lookahead_chars = LOOKAHEAD_CHARS
 
     def __init__(self, context_chars: int = 200):
         if context_chars < 0:

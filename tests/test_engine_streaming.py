@@ -1,0 +1,146 @@
+"""Stopping at the cut: a step stops generating once its cut is certain, and the records are the
+ones generating all k tokens and cutting afterwards gives (same seed), only cheaper.
+
+The comparison runs the same predictor twice: once declaring how far later text can change its
+verdicts (so the engine may stop early), once declaring nothing (`lookahead_chars = None`: the
+paper's generate-then-cut). Scripted models on real tokenizers, and the real demo pair.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from tessy.backends.fake import ScriptedBackend
+from tessy.engine import Engine, Limits, Party
+from tessy.predictors.base import BoundaryPredictor, SpanQuery, count_final
+from tessy.predictors.lexicon import LexiconPredictor
+from tests.test_engine import KeywordPredictor, PlainTestFormat, ThinkTestFormat
+
+PROMPTS = ["What is 2+3?", "Write a function that reverses a list.", "Explain why the sky is blue."]
+
+
+class TokenLocal(KeywordPredictor):
+    """KeywordPredictor's verdicts depend only on a piece and the pieces before it."""
+
+    lookahead_chars = 0
+
+
+class Blind(KeywordPredictor):
+    lookahead_chars = None
+
+
+class Wrapped(BoundaryPredictor):
+    """Another predictor's verdicts, with a lookahead declared here (None: generate-then-cut)."""
+
+    def __init__(self, inner: BoundaryPredictor, lookahead_chars: int | None):
+        self.inner, self.lookahead_chars = inner, lookahead_chars
+
+    async def label(self, query: SpanQuery) -> list[bool]:
+        return await self.inner.label(query)
+
+
+def comparable(result) -> dict:
+    """A sample's record content, less what stopping early is meant to change."""
+    spans = [{key: value for key, value in dataclasses.asdict(span).items() if key not in ("generated", "discarded")}
+             for span in result.spans]
+    return {"content": result.assistant_content, "finish": result.finish_reason, "spans": spans}
+
+
+def run_all(engine: Engine, prompts=PROMPTS) -> list:
+    async def go():
+        return await asyncio.gather(*(engine.run(f"p{i}", [{"role": "user", "content": prompt}])
+                                      for i, prompt in enumerate(prompts)))
+
+    return asyncio.run(go())
+
+
+def scripted_engine(student_tok, teacher_tok, predictor_cls, fmt=None, k=8, **limits):
+    fmt = fmt or PlainTestFormat()
+    student = Party("student", ScriptedBackend(student_tok, STUDENT_SCRIPT, "student"), fmt, predictor_cls(), k=k)
+    teacher = Party("teacher", ScriptedBackend(teacher_tok, TEACHER_SCRIPT, "teacher"), fmt, predictor_cls(), k=k)
+    return Engine(student, teacher, Limits(**limits))
+
+
+STUDENT_SCRIPT = "Okay, so wait. Hmm, so the sum. Okay wait so hmm, fine. So " * 4
+TEACHER_SCRIPT = "We add two and three to get five. Wait, then we check it. Okay, so the result holds. " * 4
+
+
+@pytest.mark.parametrize("k", [3, 8, 20])
+@pytest.mark.parametrize("thinking", [False, True])
+def test_scripted_records_identical_and_cheaper(smol_tokenizer, gemma_tokenizer, k, thinking):
+    fmt = ThinkTestFormat() if thinking else None
+    limits = dict(max_tokens=120, max_answer_tokens=20) if thinking else dict(max_tokens=120)
+    early = run_all(scripted_engine(smol_tokenizer, gemma_tokenizer, TokenLocal, fmt, k, **limits))
+    late = run_all(scripted_engine(smol_tokenizer, gemma_tokenizer, Blind, fmt, k, **limits))
+    assert [comparable(r) for r in early] == [comparable(r) for r in late]
+    assert sum(r.generated for r in early) <= sum(r.generated for r in late)
+    if k >= 8:
+        assert sum(r.generated for r in early) < sum(r.generated for r in late)
+    for result in early:  # totals stay consistent
+        kept = sum(span.tokens_own for span in result.spans)
+        assert result.discarded == result.generated - kept
+
+
+def test_empty_handover_costs_few_tokens(smol_tokenizer, gemma_tokenizer):
+    # The student writes capability at once: its span is cut to nothing, at its first token.
+    fmt = PlainTestFormat()
+    student = Party("student", ScriptedBackend(smol_tokenizer, "Numbers add up. " * 20, "student"), fmt, TokenLocal(), k=20)
+    teacher = Party("teacher", ScriptedBackend(gemma_tokenizer, "We add them. Okay, " * 20, "teacher"), fmt,
+                    TokenLocal(), k=20)
+    engine = Engine(student, teacher, Limits(max_tokens=60), trace=True)
+    result = run_all(engine, PROMPTS[:1])[0]
+    empty = [step for step in result.trace if step["keep"] == 0 and not step["forced"]]
+    assert empty
+    # the cut token and the one after it (its first character decides the boundary), not k
+    assert all(len(step["pieces"]) <= 2 for step in empty), [len(step["pieces"]) for step in empty]
+
+
+def test_count_final():
+    reach = 4
+
+    def settled(after):
+        return sum(not c.isspace() for c in after) >= reach
+
+    assert count_final(["ab", " cd", "ef", "g"], settled) == 1  # "cdefg" after "ab"; "efg" after " cd"
+    assert count_final(["  ", "ab", " cdef"], settled) == 2  # leading whitespace follows "ab"
+    assert count_final(["  ", "ab", " c"], settled) == 0
+    assert count_final(["x", " ", "\n", "abcd"], settled) == 3  # whitespace follows the final "x"
+    assert count_final(["ab", "cd"], lambda after: True, from_first_char=True) == 2
+
+
+# ---- the real demo pair ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_parties():
+    from tessy.config import SynthesizeConfig
+    from tessy.runner import load_party
+
+    config = SynthesizeConfig()
+    return {role: load_party(role, getattr(config, role)) for role in ("student", "teacher")}
+
+
+def demo_engine(parties, predictor_for, k=12, max_tokens=48):
+    student, teacher = (dataclasses.replace(parties[role], predictor=predictor_for(role), k=k)
+                        for role in ("student", "teacher"))
+    return Engine(student, teacher, Limits(max_tokens=max_tokens), seed=5)
+
+
+@pytest.mark.real_models
+@pytest.mark.parametrize("predictor", ["token-local", "lexicon"])
+def test_demo_pair_records_identical_and_cheaper(demo_parties, predictor):
+    def make(lookahead_known: bool):
+        if predictor == "token-local":
+            return lambda role: TokenLocal() if lookahead_known else Blind()
+        return lambda role: Wrapped(LexiconPredictor(), LexiconPredictor.lookahead_chars if lookahead_known else None)
+
+    early = run_all(demo_engine(demo_parties, make(True)))
+    late = run_all(demo_engine(demo_parties, make(False)))
+    assert [comparable(r) for r in early] == [comparable(r) for r in late]
+    generated_early, generated_late = sum(r.generated for r in early), sum(r.generated for r in late)
+    kept = sum(r.generated - r.discarded for r in early)
+    print(f"{predictor}: generated per kept token {generated_late / kept:.2f} -> {generated_early / kept:.2f}")
+    assert generated_early < generated_late
