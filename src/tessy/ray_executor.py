@@ -108,7 +108,13 @@ def synthesize_with_ray(config: SynthesizeConfig) -> RunReport:
         ray.init(address=address, **({} if address else {"include_dashboard": False}))
     try:
         task = ray.remote(num_cpus=config.ray_num_cpus, num_gpus=config.ray_num_gpus, max_retries=0)(run_shard)
-        results = ray.get([task.remote(shard) for shard in configs])
+        refs = [task.remote(shard) for shard in configs]
+        try:
+            results = ray.get(refs)
+        except BaseException:  # Ctrl-C: the tasks stop too (a cluster we joined would run them on)
+            for ref in refs:
+                ray.cancel(ref)
+            raise
     finally:
         if owns_cluster:
             ray.shutdown()
