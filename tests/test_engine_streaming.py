@@ -144,3 +144,34 @@ def test_demo_pair_records_identical_and_cheaper(demo_parties, predictor):
     kept = sum(r.generated - r.discarded for r in early)
     print(f"{predictor}: generated per kept token {generated_late / kept:.2f} -> {generated_early / kept:.2f}")
     assert generated_early < generated_late
+
+
+LEXICON_WORDS = ("okay hmm wait well so let's see let me think about this i need to figure out the problem says "
+                 "question is asking for that hold on first next now but if then and also we i to solve this "
+                 "here's the plan some many much long as we mentioned earlier sure yes right , . ; : ! ? ... — - = ( ) "
+                 "[ ] x def return print 12 3.5 otherwise").split()
+LEXICON_PHRASES = ["let me think about this carefully", "this question is asking for that", "the problem says that",
+                   "i'm not certain whether", "to solve the problem,", "let me write this down", "def f(x):",
+                   "return x[0]", 'print("so")', "`so` (wait)", "otherwise   ,", "so many", "now = 3", "so.x", "well-known"]
+
+
+def test_lexicon_final_verdicts_never_change():
+    import random
+
+    predictor = LexiconPredictor()
+    rng = random.Random(0)
+    vocabulary = LEXICON_WORDS + LEXICON_PHRASES * 3
+    from tessy.predictors.lexicon import label_pieces
+
+    for _ in range(300):
+        text = "".join(rng.choice(vocabulary) + rng.choice([" ", " ", "", "\n", ", ", ". "]) for _ in range(12))
+        pieces, i = [], 0
+        while i < len(text):
+            size = rng.randint(1, 5)
+            pieces.append(text[i : i + size])
+            i += size
+        context = rng.choice(["", "Hello. ", "x = 1, "])
+        full = label_pieces(context, pieces)
+        for m in range(1, len(pieces)):
+            final = predictor.final_count(pieces[:m])
+            assert label_pieces(context, pieces[:m])[:final] == full[:final], (context, pieces[:m], final)

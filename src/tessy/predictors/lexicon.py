@@ -27,13 +27,15 @@ Promises:
   character that ends the word). Exceptions, where later text reaches further: unbounded
   repetitions ("hmmmm…" written on) and "To solve this <word>," with a word over 10 letters.
   Only there can a cut made as soon as it is final differ from one made after more tokens.
+  A verdict is also final once any character follows that no rule can match through or look
+  past (`_BREAKER`: brackets, quotes, operators, ...), so in code verdicts settle within a token or two.
 """
 
 from __future__ import annotations
 
 import re
 
-from tessy.predictors.base import BoundaryPredictor, SpanQuery, fill_whitespace_verdicts, piece_bounds
+from tessy.predictors.base import BoundaryPredictor, SpanQuery, count_final, fill_whitespace_verdicts, piece_bounds
 
 _PUNCT = r"(?:\*\*|__)?(?:\s*(?:[,!?:;]+|\.{2,}|…|\.(?!\d)|\s[-–—]+(?=\s)))?"  # trailing punctuation, kept with the phrase
 _END = r"(?![\w'’-])"  # the phrase ends at a word boundary (not inside "well-known", "so's")
@@ -91,6 +93,9 @@ _SOFT_OPENERS = [r"so(?! (?:that|far|many|much|long|the same)\b)", r"but", r"wai
 
 #: Non-whitespace characters after a piece that can still change its verdict (see the module doc).
 LOOKAHEAD_CHARS = 24
+
+#: Characters no phrase, trailing punctuation or look-ahead of the rules contains or looks past.
+_BREAKER = re.compile(r"[^\w\s'’\-,!?:;.…–—*]")
 
 _NOT_CODE = r"(?!\s*(?:[=(\[]|\.\w))"  # not a variable, call or attribute: "now = time()", "so.x"
 
@@ -193,6 +198,12 @@ class LexiconPredictor(BoundaryPredictor):
         if context_chars < 0:
             raise ValueError("context_chars must be >= 0")
         self.context_chars = context_chars
+
+    def final_count(self, pieces) -> int:
+        def settled(after: str) -> bool:
+            return bool(_BREAKER.search(after)) or sum(not c.isspace() for c in after) >= self.lookahead_chars
+
+        return count_final(pieces, settled)
 
     async def label(self, query: SpanQuery) -> list[bool]:
         return label_pieces(query.context, query.pieces, context_chars=self.context_chars)
