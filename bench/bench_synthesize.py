@@ -5,6 +5,8 @@ with the CPU demo pair, and reports:
 
 - kept tokens/s: response tokens (student tokenizer) written to records per second of wall time;
 - generated per kept: tokens the models generated per token kept (TESSY's roll-back cost);
+- requests per kept: generate requests (steps) per token kept;
+- prefill per kept: prompt tokens the models processed (KV-cache misses) per token kept;
 - predictor share: time spent in boundary predictors / wall time;
 - peak RSS of the process.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -44,7 +47,9 @@ def run_one(method: str, prompts: int, max_tokens: int, concurrency: int) -> dic
         report = synthesize(config, engine=engine)
         wall = time.perf_counter() - started
         records = list(read_records(f"{folder}/run/records.jsonl"))
+    prefill = sum(getattr(getattr(party.backend, "stats", None), "prefill_tokens", 0) for party in engine.parties.values())
     kept = sum(r["totals"]["tokens_student"] for r in records)
+    steps = sum(r["totals"]["steps"] for r in records)
     generated = sum(r["totals"]["generated"] for r in records)
     predict = sum(r["timings"]["predict_s"] for r in records)
     return {
@@ -56,6 +61,8 @@ def run_one(method: str, prompts: int, max_tokens: int, concurrency: int) -> dic
         "generated_tokens": generated,
         "kept_tokens_per_s": kept / wall if wall else 0.0,
         "generated_per_kept": generated / kept if kept else None,
+        "requests_per_kept": steps / kept if kept else None,
+        "prefill_per_kept": prefill / kept if kept else None,
         "predictor_share": predict / wall if wall else 0.0,
         "teacher_share": (sum(r["totals"]["teacher_tokens_student"] for r in records) / kept) if kept else 0.0,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -71,6 +78,8 @@ def main() -> None:
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one method, print JSON
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "synthesize.json"))
     args = parser.parse_args()
+    if not args.one:
+        print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", file=sys.stderr)
     if args.one:
         print(json.dumps(run_one(args.one, args.prompts, args.max_tokens, args.concurrency)))
         return
@@ -82,16 +91,19 @@ def main() -> None:
         rows.append(json.loads(output.strip().splitlines()[-1]))
         print(f"{method}: done in {rows[-1]['wall_s']:.1f}s", file=sys.stderr)
     base = {row["method"]: row for row in rows}
-    header = f"{'method':<14}{'samples':>8}{'kept tok/s':>12}{'vs teacher':>12}{'gen/kept':>10}{'pred share':>12}{'teacher %':>11}{'peak MB':>9}"
+    header = (f"{'method':<14}{'samples':>8}{'kept tok/s':>12}{'vs teacher':>12}{'gen/kept':>10}{'req/kept':>10}"
+              f"{'prefill/kept':>14}{'pred share':>12}{'teacher %':>11}{'peak MB':>9}")
     print(header)
     print("-" * len(header))
     for row in rows:
         ratio = row["kept_tokens_per_s"] / base["teacher-only"]["kept_tokens_per_s"] if "teacher-only" in base and base["teacher-only"]["kept_tokens_per_s"] else float("nan")
         gpk = row["generated_per_kept"] or float("nan")
         print(f"{row['method']:<14}{row['samples']:>8}{row['kept_tokens_per_s']:>12.2f}{ratio:>12.2f}{gpk:>10.2f}"
+              f"{row['requests_per_kept'] or float('nan'):>10.3f}{row['prefill_per_kept'] or float('nan'):>14.2f}"
               f"{row['predictor_share']:>12.2%}{row['teacher_share']:>11.1%}{row['peak_rss_mb']:>9.0f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
     print(f"wrote {args.out}")
 
 
