@@ -8,6 +8,8 @@ same config drives the one-process run, the shards and the Ray tasks.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from tests.fake_openai_server import FakeOpenAIServer
 
 SCRIPT = " Okay, so the answer is 7 because 3 plus 4 makes 7. Wait, let me check: 3 + 4 = 7."
 N_PROMPTS = 10
+ROOT = Path(__file__).parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -103,12 +106,18 @@ def test_fingerprint_leaves_out_how_the_run_is_spread():
 def test_two_shard_processes_plus_merge_equal_one_process(servers, one_process, tmp_path, capsys):
     prompts, single = one_process
     shards = [tmp_path / "shards" / "0-of-2", tmp_path / "shards" / "1-of-2"]
-    for index, folder in enumerate(shards):
-        assert main(synth_args(prompts, folder, servers, "--shard", f"{index}/2")) == 0
+    # Two CLI processes at once, as a shell loop would start them.
+    procs = [subprocess.Popen([sys.executable, "-m", "tessy.cli.main",
+                               *synth_args(prompts, folder, servers, "--shard", f"{index}/2")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+             for index, folder in enumerate(shards)]
+    for index, (proc, folder) in enumerate(zip(procs, shards)):
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+        assert f"shard {index}/2: left" in out  # "shard 0/2: left N prompts to the other shards"
         info = json.loads((folder / "run.json").read_text())
         assert info["config"]["shard"] == f"{index}/2"  # the folder knows its shard
         assert info["fingerprint"] == json.loads((single / "run.json").read_text())["fingerprint"]
-    assert "left" in capsys.readouterr().out  # "shard 1/2: left N prompts to the other shards"
     parts = [set(comparable(folder)) for folder in shards]
     assert parts[0] and parts[1] and not parts[0] & parts[1]
     # Each reject is written by one shard only: the one that owns its id (or its line, without one).
