@@ -175,3 +175,21 @@ def test_lexicon_final_verdicts_never_change():
         for m in range(1, len(pieces)):
             final = predictor.final_count(pieces[:m])
             assert label_pieces(context, pieces[:m])[:final] == full[:final], (context, pieces[:m], final)
+
+
+@pytest.mark.parametrize("k", [8, 20])
+def test_adaptive_k_same_records_fewer_tokens_without_streaming(smol_tokenizer, gemma_tokenizer, k):
+    def engine(adaptive: bool) -> Engine:
+        fmt = PlainTestFormat()
+        parties = [Party(role, ScriptedBackend(tok, script, role, stream_chunk=0), fmt, TokenLocal(), k=k,
+                         adaptive_k=adaptive)
+                   for role, tok, script in (("student", smol_tokenizer, STUDENT_SCRIPT),
+                                             ("teacher", gemma_tokenizer, TEACHER_SCRIPT))]
+        return Engine(*parties, Limits(max_tokens=120))
+
+    fixed, adaptive = engine(False), engine(True)
+    results_fixed, results_adaptive = run_all(fixed), run_all(adaptive)
+    assert [comparable(r) for r in results_adaptive] == [comparable(r) for r in results_fixed]
+    assert sum(r.generated for r in results_adaptive) < sum(r.generated for r in results_fixed)
+    assert fixed.k_used()["student"] == k or fixed.k_used()["student"] < k  # budget ends may ask for less
+    assert adaptive.k_used()["student"] < fixed.k_used()["student"]

@@ -53,6 +53,10 @@ class ModelConfig:
                             "(think-aloud, think-steps) or a JSON file of messages; records keep the plain "
                             "prompt (README: A pair that thinks out loud).")
     k: int = option(20, "Tokens generated per step before the predictor cuts (the paper's k).", min=1)
+    adaptive_k: bool = option(True, "Ask a backend that cannot stop a request part-way (a server without streaming) "
+                                    "for fewer than k tokens per request, about twice this model's recent span "
+                                    "length; the step, its cut and so the record stay the same (a server's draws "
+                                    "may differ). In process the request stops at the cut instead.")
     temperature: float = option(0.7, "Sampling temperature (0 = greedy).", min=0)
     top_p: float = option(0.95, "Nucleus sampling threshold.", gt=0, max=1)
     top_k: int = option(0, "Top-k sampling (0 = off).", min=0)
@@ -146,7 +150,7 @@ class SynthesizeConfig:
         if self.method != "teacher-score":
             shaping.pop("candidates")  # only teacher-score reads it; other runs keep their fingerprint
         for role in ("teacher", "student"):
-            for key in ("device", "max_batch", "backend", *TRANSPORT_FIELDS):
+            for key in ("device", "max_batch", "backend", "adaptive_k", *TRANSPORT_FIELDS):
                 shaping[role].pop(key)
             for key, default in (("served_model_name", ""), ("tokenizer", ""), ("prompt_mode", "auto"),
                                  ("extra_body", {}), ("voice", "")):

@@ -79,7 +79,7 @@ def load_party(role: str, config: ModelConfig) -> Party:
     chat_format = get_format(config.format, backend.tokenizer)
     predictor = load_predictor(config.predictor) if config.predictor else None
     sampling = SamplingParams(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k)
-    return Party(role, backend, chat_format, predictor, k=config.k, sampling=sampling,
+    return Party(role, backend, chat_format, predictor, k=config.k, adaptive_k=config.adaptive_k, sampling=sampling,
                  predictor_name=config.predictor or "none", preamble=load_voice(config.voice))
 
 

@@ -55,6 +55,8 @@ class Backend(ABC):
     tokenizer: Any
     #: Longest sequence (prompt + response) the model accepts, in its own tokens.
     max_context: int
+    #: Whether `stream` delivers tokens as they are made (so a caller's stop saves the rest).
+    streams_tokens: bool = False
 
     @abstractmethod
     async def generate(

@@ -4,8 +4,8 @@
 response tokens the sequence already holds: the response is the script itself, so a test knows
 exactly what each model would write next. It uses a real tokenizer when given one (its script is
 then text), and can raise on chosen calls to inject faults. `stream` delivers a call's tokens
-`stream_chunk` at a time (default one), like a model decoding token by token, and generates
-nothing past where the caller stops it.
+`stream_chunk` at a time (default one; 0: one chunk, like a server without streaming), like a
+model decoding token by token, and generates nothing past where the caller stops it.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class ScriptedBackend(Backend):
         self.fail_on_call = fail_on_call
         self.delay_s = delay_s
         self.stream_chunk = stream_chunk
+        self.streams_tokens = stream_chunk > 0  # 0: `stream` is `generate` as one chunk
         self.calls = 0
         self.written: dict[str, int] = {}  # seq_id -> script tokens already kept in the sequence
         self._offered: dict[str, tuple[int, int]] = {}  # seq_id -> (context length, script position)
@@ -77,6 +78,8 @@ class ScriptedBackend(Backend):
         sampling: SamplingParams,
         stop_token_ids: frozenset[int] = frozenset(),
     ) -> TokenStream:
+        if not self.streams_tokens:
+            return super().stream(seq_id, context_ids, max_new_tokens, sampling, stop_token_ids)
         return _Chunks(self.generate(seq_id, context_ids, max_new_tokens, sampling, stop_token_ids), self.stream_chunk)
 
     def rollback(self, seq_id: str, length: int) -> None:

@@ -80,6 +80,8 @@ class _Request:
 class HFBackend(Backend):
     """A transformers causal LM run in process (see the module docstring)."""
 
+    streams_tokens = True
+
     def __init__(
         self,
         model: str,

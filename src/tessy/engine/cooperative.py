@@ -13,6 +13,12 @@ to a word boundary, never forward, so no model continues from half a word. Two e
 in a row force the model whose turn it is to keep at least one word (the span is `forced`), so
 the models cannot pass the turn back and forth without progress.
 
+Adaptive k: a backend that cannot stop a request part-way (`streams_tokens` false: a server
+without streaming) is asked for the step's k tokens in smaller requests, about twice the role's
+recent span length (`Engine.request_size`), until the cut is certain or all k are there. The step,
+its verdicts and its cut are the same; only the tokens past the cut that are never asked for are
+saved (and the draws of a server that seeds each request differ).
+
 Stopping at the cut: each step streams its tokens (`Engine.generate` with `on_tokens`); the
 pieces so far are labelled as they arrive, and the request is stopped as soon as the cut is
 certain: the first wrong-kind token is there, the verdicts up to it can no longer change
@@ -94,11 +100,19 @@ async def alternate(engine: "Engine", state: SampleState) -> str:
             return ("repetition" if repeating else "length" if left <= 0
                     else "context" if room <= 0 else "max_spans")
 
-        # One step: up to k new tokens, never more than the budget left, stopped once the cut is certain.
-        step = Step(engine, state, section, span)
-        _, stopped, generated = await engine.generate(state, role, context, min(party.k, left, room),
-                                                      on_tokens=step.arrived)
-        span.generated += generated
+        # One step: up to k new tokens, never more than the budget left, stopped once the cut is
+        # certain; asked for in smaller requests where the backend cannot stop one (adaptive k).
+        window = min(party.k, left, room)
+        step = Step(engine, state, section, span, window)
+        while True:
+            received = len(span.pieces) - step.start
+            size = engine.request_size(role, window - received)
+            _, stopped, generated = await engine.generate(state, role, state.ids[role] + span.pieces.ids, size,
+                                                          on_tokens=step.arrived)
+            span.generated += generated
+            if (stopped or step.certain or len(span.pieces) - step.start in (received, window)
+                    or step.end()[0] is not None):
+                break
         start = step.start
         # The end of the thinking section (or a stop string) ends the span; its marker is dropped.
         end, usable = step.end()
@@ -129,11 +143,12 @@ class Step:
     """One request of the open span: its pieces as they arrive, their verdicts, and whether the
     cut is already certain (see the module docstring)."""
 
-    def __init__(self, engine: "Engine", state: SampleState, section: str, span: OpenSpan):
+    def __init__(self, engine: "Engine", state: SampleState, section: str, span: OpenSpan, window: int):
         self.engine, self.state, self.span = engine, state, span
-        self.start = len(span.pieces)
+        self.start, self.window = len(span.pieces), window
         self.context = state.section_text(section) + span.pieces.text
         self._labelled: tuple[int, list[bool]] | None = None  # (usable, labels) last computed
+        self.certain = False  # the cut was certain before the step's tokens were all there
 
     def end(self) -> tuple[int | None, int]:
         """Where the section (or response) ends in the span's text, and the tokens before it."""
@@ -151,12 +166,13 @@ class Step:
     async def arrived(self, ids: list[int], done: bool) -> bool:
         """`on_tokens` for `Engine.generate`: add the new pieces; True stops the request."""
         self.span.pieces.add(self.span.decoder, ids)
-        if done:
-            return False
+        if len(self.span.pieces) - self.start >= self.window:
+            return False  # the step is complete: its verdicts are taken as they are
         end, usable = self.end()
         if end is not None:
             return True  # the model ended the section: nothing after the end is used
-        return self.cut_is_certain(await self.labels(usable))
+        self.certain = self.cut_is_certain(await self.labels(usable))
+        return self.certain
 
     def cut_is_certain(self, labels: list[bool]) -> bool:
         """Whether more tokens can no longer change where this span is cut."""
@@ -218,4 +234,5 @@ def close(engine: "Engine", state: SampleState, section: str, span: OpenSpan, ke
     engine.keep(state, role, section, span.pieces, fitted, span.generated, forced)
     state.empty_handovers = 0 if fitted else state.empty_handovers + 1
     state.turns += 1
+    engine.note_turn(role, fitted)
     return fitted < keep and meter(span.pieces, keep) > left

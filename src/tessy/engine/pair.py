@@ -17,7 +17,9 @@ Promises:
 
 from __future__ import annotations
 
+import math
 import time
+from collections import deque
 from typing import Any, Awaitable, Callable
 
 from tessy.backends.base import SamplingParams
@@ -25,6 +27,9 @@ from tessy.engine.decode import Meter, Pieces, Written, write_until
 from tessy.engine.state import (OTHER, STUDENT, TEACHER, Limits, PairError, Party, PromptTooLong, SampleResult,
                                 SampleState, Span, sample_seed)
 from tessy.predictors.base import SpanQuery
+
+#: The fewest tokens an adaptive-k request asks for.
+MIN_REQUEST = 4
 from tessy.voices import with_voice
 
 
@@ -48,6 +53,9 @@ class Engine:
         self.trace = trace  # keep every step's pieces, verdicts and cut (tests, debugging)
         # Same vocabulary: spans pass as ids and cuts need no word back-off.
         self.shared_vocab = student.tokenizer.get_vocab() == teacher.tokenizer.get_vocab()
+        # Adaptive k (`request_size`): recent span lengths of the run, and what was asked for.
+        self.span_lengths = {role: deque(maxlen=64) for role in self.parties}
+        self.requests = {role: [0, 0] for role in self.parties}  # [tokens asked for, requests]
 
     async def run(self, sample_id: str, messages: list[dict[str, str]]) -> SampleResult:
         """Algorithm 1 for one sample (`cooperative.run_cooperative`)."""
@@ -127,6 +135,27 @@ class Engine:
         finally:
             await stream.aclose()
         return ids, stream.finish_reason or "length", max(stream.generated, len(ids))
+
+    def request_size(self, role: str, wanted: int) -> int:
+        """How many of `wanted` tokens one cooperative request asks for: all of them, unless the
+        backend cannot stop a request part-way and the role has adaptive k; then about twice its
+        recent span length (at least MIN_REQUEST), so short spans do not pay for k tokens each."""
+        party = self.parties[role]
+        lengths = self.span_lengths[role]
+        size = wanted
+        if party.adaptive_k and not party.backend.streams_tokens and lengths:
+            size = min(wanted, max(MIN_REQUEST, 2 * math.ceil(sum(lengths) / len(lengths)) + 2))
+        self.requests[role][0] += size
+        self.requests[role][1] += 1
+        return size
+
+    def note_turn(self, role: str, kept: int) -> None:
+        """A cooperative turn of `role` ended with `kept` tokens (adaptive k learns from it)."""
+        self.span_lengths[role].append(kept)
+
+    def k_used(self) -> dict[str, float]:
+        """Mean tokens asked for per cooperative request, per role (the k in effect)."""
+        return {role: round(asked / count, 2) for role, (asked, count) in self.requests.items() if count}
 
     async def label(self, state: SampleState, role: str, context: str, pieces: list[str]) -> list[bool]:
         """The predictor's style verdict for each piece; no predictor: the model never hands over."""

@@ -46,6 +46,7 @@ class Party:
     format: ChatFormat
     predictor: BoundaryPredictor | None
     k: int = 20
+    adaptive_k: bool = True  # ask a backend that cannot stream for fewer tokens per request (see cooperative)
     sampling: SamplingParams = field(default_factory=SamplingParams)
     predictor_name: str = "lexicon"
     #: Messages this model sees before every prompt (`tessy.voices`); records keep the plain prompt.
