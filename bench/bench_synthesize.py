@@ -65,6 +65,7 @@ def run_one(method: str, prompts: int, max_tokens: int, concurrency: int) -> dic
         "prefill_per_kept": prefill / kept if kept else None,
         "predictor_share": predict / wall if wall else 0.0,
         "teacher_share": (sum(r["totals"]["teacher_tokens_student"] for r in records) / kept) if kept else 0.0,
+        "k_used": report.k_used,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 

@@ -49,6 +49,7 @@ class RunReport:
     other_shards: int = 0  # input rows left to the other shards (with --shard)
     shard: str = ""
     server_stats: dict[str, Any] = field(default_factory=dict)  # role -> retries, faults, replicas down
+    k_used: dict[str, float] = field(default_factory=dict)  # role -> mean tokens asked per cooperative request
 
     @property
     def teacher_share(self) -> float:
@@ -318,6 +319,7 @@ async def synthesize_async(config: SynthesizeConfig, engine: Engine | None = Non
         output.close()
     report.wall_s = time.perf_counter() - started
     report.server_stats = server_counters(engine)
+    report.k_used = engine.k_used()
     return report
 
 

@@ -72,6 +72,8 @@ def print_report(report) -> None:
         if any(counters.values()):
             print(f"{role} servers: {counters['retries']} retries, {counters['faults']} faults, "
                   f"{counters['down']} replicas down at the end")
+    if report.k_used:
+        print("k per request (adaptive k): " + ", ".join(f"{role} {k:g}" for role, k in sorted(report.k_used.items())))
     if report.finish_reasons:
         reasons = ", ".join(f"{name} {count}" for name, count in sorted(report.finish_reasons.items()))
         print(f"finish reasons: {reasons}")
