@@ -120,6 +120,10 @@ class SynthesizeConfig:
     seed: int = option(0, "Base seed; each sample's sampling seed derives from it and the sample id.", min=0)
     overwrite: bool = option(False, "Start the output folder afresh even if it holds another config's run.")
     progress: bool = option(True, "Show a progress bar.")
+    journal_sync_s: float = option(5.0, "method tessy: OUTPUT/journal.jsonl gets each closed span as it is written, so a "
+                                        "restart resumes a sample mid-trace; it is fsynced at most this many seconds "
+                                        "apart (0 = after every span; a kill -9 loses nothing either way, a machine "
+                                        "crash at most this much).", min=0)
     # Past one machine (tessy.shards, tessy.ray_executor; README: Past one machine).
     shard: str = option("", "Run only shard I of N, written I/N with 0 <= I < N: the prompts whose id hashes to I "
                             "(stable across runs and machines). Give each shard its own --output; `tessy merge` "
@@ -145,7 +149,7 @@ class SynthesizeConfig:
         """The fields that shape the data (fingerprinted); paths and speed knobs are left out."""
         shaping = dataclasses.asdict(self)
         for key in ("input", "output", "limit", "concurrency", "overwrite", "progress", "max_attempts",
-                    "split", "max_prompt_chars", *DISTRIBUTION_FIELDS):
+                    "split", "max_prompt_chars", "journal_sync_s", *DISTRIBUTION_FIELDS):
             shaping.pop(key)
         if self.method != "teacher-score":
             shaping.pop("candidates")  # only teacher-score reads it; other runs keep their fingerprint

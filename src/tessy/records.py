@@ -82,7 +82,17 @@ MODEL = {
     "predictor": Field("str|null", "its boundary predictor"),
     "transport": Field("str", "in_process, or how an OpenAI-compatible server was driven"),
 }
-PARTS = {"record": RECORD, "spans[]": SPAN, "totals": TOTALS, "timings": TIMINGS, "models.<role>": MODEL}
+#: Record fields present only where they apply; checked when present.
+OPTIONAL = {
+    "resumed": Field("dict", "only on a sample resumed mid-trace from the run's journal after a restart "
+                             "(fields below); its other fields are those of an uninterrupted run"),
+}
+RESUMED = {
+    "turns": Field("int", "cooperative turns closed before the restart"),
+    "tokens": Field("int", "tokens generated before the restart (counted in `totals.generated`)"),
+}
+PARTS = {"record": RECORD, "record (optional)": OPTIONAL, "spans[]": SPAN, "totals": TOTALS, "timings": TIMINGS,
+         "models.<role>": MODEL, "resumed": RESUMED}
 
 
 def prompt_sha256(messages: list[dict[str, str]]) -> str:
@@ -217,6 +227,11 @@ def validate_record(record: Any) -> None:
         _need(model["model"] != "", f"models.{role}.model", "must not be empty")
     for role in {span["role"] for span in spans}:
         _need(role in models, f"models.{role}", "missing, but a span was written by it")
+    if "resumed" in record:
+        _check(record["resumed"], OPTIONAL["resumed"], "resumed")
+        _check_part(record["resumed"], RESUMED, "resumed")
+        _need(record["resumed"]["tokens"] <= totals["generated"], "resumed.tokens",
+              f"is {record['resumed']['tokens']} but totals.generated is {totals['generated']}")
 
 
 def schema_markdown() -> str:
@@ -224,7 +239,7 @@ def schema_markdown() -> str:
     lines = ["| field | type | meaning |", "|---|---|---|"]
     for part, fields in PARTS.items():
         for key, field in fields.items():
-            name = key if part == "record" else f"{part}.{key}"
+            name = key if part.startswith("record") else f"{part}.{key}"
             kind = " \\| ".join(field.choices) if field.kind == "one of" else field.kind.replace("|", " \\| ")
             lines.append(f"| `{name}` | {kind} | {field.doc} |")
     return "\n".join(lines)

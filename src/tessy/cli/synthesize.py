@@ -55,8 +55,12 @@ def check_input(config: SynthesizeConfig) -> int:
 def print_report(report) -> None:
     print(
         f"wrote {report.written} records to {report.output}/records.jsonl in {report.wall_s:.1f}s "
-        f"(teacher share {report.teacher_share:.1%}, {report.kept_tokens} tokens, {report.spans} spans)"
+        f"(teacher share {report.teacher_share:.1%}, {report.kept_tokens} tokens, {report.spans} spans; "
+        f"{report.generated} tokens generated)"
     )
+    if report.resumed:
+        print(f"resumed {report.resumed} samples mid-trace from {report.output}/journal.jsonl: "
+              f"{report.resumed_tokens} tokens they had generated before were not generated again")
     if report.skipped_done:
         print(f"skipped {report.skipped_done} prompts already done")
     if report.other_shards:

@@ -66,14 +66,24 @@ class OpenSpan:
 async def run_cooperative(engine: "Engine", sample_id: str, messages: list[dict[str, str]]) -> SampleResult:
     started = time.perf_counter()
     state = engine.new_state(sample_id, messages)
+    journal = engine.journal  # mid-trace resume (tessy.journal): the sample goes on from its last closed turn
     try:
-        finish = await alternate(engine, state)
+        finish = journal.resume(engine, state, messages) if journal is not None else None
+        if finish is None:
+            finish = await alternate(engine, state)
+        if journal is not None:
+            journal.end(sample_id)  # the final answer is not journaled: a restart writes it again
         if finish == THINKING_DONE:
             written = await engine.write_answer(state, STUDENT)
             finish = "stop" if written.finish == "stop" else written.finish
     finally:
         engine.release(state)
-    return engine.result(state, messages, finish, started)
+    result = engine.result(state, messages, finish, started)
+    if state.resumed:  # the record says so; its counters already include what came before
+        result.wall_s += state.resumed["wall_s"]
+        result.extra = {**(result.extra or {}),
+                        "resumed": {"turns": state.resumed["turns"], "tokens": state.resumed["tokens"]}}
+    return result
 
 
 def open_span(engine: "Engine", state: SampleState) -> OpenSpan:
@@ -97,8 +107,8 @@ async def alternate(engine: "Engine", state: SampleState) -> str:
         repeating = len(span.pieces) > 0 and tail_repetition(state.section_text(section) + span.pieces.text)
         if len(state.spans) >= engine.limits.max_spans or left <= 0 or room <= 0 or repeating:
             close(engine, state, section, span, len(span.pieces), budget)
-            return ("repetition" if repeating else "length" if left <= 0
-                    else "context" if room <= 0 else "max_spans")
+            return turn_closed(engine, state, "repetition" if repeating else "length" if left <= 0
+                               else "context" if room <= 0 else "max_spans")
 
         # One step: up to k new tokens, never more than the budget left, stopped once the cut is
         # certain; asked for in smaller requests where the backend cannot stop one (adaptive k).
@@ -130,13 +140,22 @@ async def alternate(engine: "Engine", state: SampleState) -> str:
                                 "cut": cut, "keep": keep, "forced": forced, "ended": ended})
         trimmed = close(engine, state, section, span, keep, budget, forced)
         if trimmed:
-            return "length"
+            return turn_closed(engine, state, "length")
         if tail_repetition(state.section_text(section)):
-            return "repetition"
+            return turn_closed(engine, state, "repetition")
         if cut is None:  # the model ended the section itself
-            return THINKING_DONE if engine.has_thinking else "stop"
+            return turn_closed(engine, state, THINKING_DONE if engine.has_thinking else "stop")
         state.turn = OTHER[role]
+        turn_closed(engine, state, None)
         span = open_span(engine, state)
+
+
+def turn_closed(engine: "Engine", state: SampleState, finish: str | None) -> str | None:
+    """A turn is closed (`finish`: how the alternation ends, None while it goes on): the journal,
+    if any, writes it ahead, so a restart resumes here."""
+    if engine.journal is not None:
+        engine.journal.turn_closed(state, finish)
+    return finish
 
 
 class Step:

@@ -56,6 +56,9 @@ class Engine:
         # Adaptive k (`request_size`): recent span lengths of the run, and what was asked for.
         self.span_lengths = {role: deque(maxlen=64) for role in self.parties}
         self.requests = {role: [0, 0] for role in self.parties}  # [tokens asked for, requests]
+        # Mid-trace resume (`tessy.journal.Journal`, set by the runner): the cooperative loop
+        # rebuilds a sample from it and reports each closed turn to it. None: no journal.
+        self.journal: Any = None
 
     async def run(self, sample_id: str, messages: list[dict[str, str]]) -> SampleResult:
         """Algorithm 1 for one sample (`cooperative.run_cooperative`)."""

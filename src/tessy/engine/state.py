@@ -121,6 +121,8 @@ class SampleState:
     generate_s: dict[str, float] = field(default_factory=dict)
     predict_s: float = 0.0
     trace: list[dict[str, Any]] | None = None  # per-step verdicts, when the engine traces
+    #: Rebuilt from a journal (`tessy.journal`): {"turns", "tokens", "wall_s"} done before; else None.
+    resumed: dict[str, Any] | None = None
 
     def section_text(self, *sections: str) -> str:
         return "".join(span.text for span in self.spans if span.section in sections)
