@@ -245,3 +245,24 @@ def test_real_gemma_greedy_rollback_and_continue():
     context = prompt + g.token_ids[:4] + _prompt(backend.tokenizer, " Wait,")[1:]  # drop <bos>
     g2 = _gen(backend, "gem", context, 12)
     assert g2.token_ids == _reference_generate(backend, context, 12)
+
+
+def test_a_shared_prefix_is_prefilled_once_and_changes_no_output(tiny_llama):
+    plain, shared = HFBackend(tiny_llama), HFBackend(tiny_llama)
+    preamble = _prompt(plain.tokenizer, "You are a careful assistant. Example: 2 + 2 = 4. Example: 3 + 5 = 8.")
+    shared.share_prefix(preamble)
+    questions = ["Question: what is 12 times 7?", "Question: name a prime above 20."]
+    for number, question in enumerate(questions):
+        context = preamble + _prompt(plain.tokenizer, question)
+        expected = _gen(plain, f"s{number}", context, 8)
+        before = shared.stats.prefill_tokens
+        got = _gen(shared, f"s{number}", context, 8)
+        assert got.token_ids == expected.token_ids == _recompute(plain.model, context, 8)
+        # the first sequence also builds the prefix's cache; every one prefills only its own part
+        built = len(preamble) if number == 0 else 0
+        assert shared.stats.prefill_tokens - before == built + len(context) - len(preamble)
+    # a prompt that does not start with the prefix is prefilled whole
+    other = _prompt(plain.tokenizer, "Another prompt entirely")
+    before = shared.stats.prefill_tokens
+    assert _gen(shared, "o", other, 4).token_ids == _recompute(plain.model, other, 4)
+    assert shared.stats.prefill_tokens - before == len(other)

@@ -84,3 +84,20 @@ def test_voice_is_a_validated_fingerprinted_option(tmp_path):
     wrong.student.voice = 3
     with pytest.raises(ConfigError, match="voice"):
         validate(wrong)
+
+
+def test_a_voiced_model_is_told_the_prefix_all_its_prompts_share(qwen3_tokenizer):
+    fmt = Qwen3Format()
+    shared: dict[str, list] = {"student": [], "teacher": []}
+    parties = {}
+    for role, voice in (("student", "think-aloud"), ("teacher", "")):
+        backend = ScriptedBackend(qwen3_tokenizer, "5.", role)
+        backend.share_prefix = shared[role].append
+        parties[role] = Party(role, backend, fmt, KeywordPredictor(), preamble=load_voice(voice))
+    engine = Engine(parties["student"], parties["teacher"])
+    assert shared["teacher"] == [] and len(shared["student"]) == 1
+    prefix = shared["student"][0]
+    assert "Mia needs 50 pencils" in qwen3_tokenizer.decode(prefix)
+    for prompt in (PROMPT, [{"role": "user", "content": "Write a haiku."}]):
+        ids = engine.prompt_ids(prompt)["student"]
+        assert ids[: len(prefix)] == prefix and len(ids) > len(prefix)

@@ -80,6 +80,11 @@ class Backend(ABC):
         """`generate`, delivered in chunks that the caller may stop (default: one chunk)."""
         return OneChunk(self.generate(seq_id, context_ids, max_new_tokens, sampling, stop_token_ids))
 
+    def share_prefix(self, ids: list[int]) -> None:
+        """Token ids that start many prompts (a voice's preamble): a backend may compute their
+        state once and start every such sequence from it (no-op by default; servers have their
+        own prefix caches)."""
+
     def rollback(self, seq_id: str, length: int) -> None:
         """Forget cached state past the first `length` tokens of `seq_id` (no-op by default)."""
 

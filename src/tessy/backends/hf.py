@@ -22,6 +22,10 @@ ids it holds), and one worker thread where every torch call runs. Promises, on t
   rows: the rows' caches are left-padded into one batched cache, with an attention mask and
   per-row position ids; each row stops on its own. A request arriving mid-decode is prefilled
   and joins the batch at the next step. Prefill runs one sequence at a time.
+- Shared prefixes (`share_prefix`, e.g. a voice's few-shot preamble): their cache is computed
+  once, from exactly those ids in one forward, and a new sequence that starts with them starts
+  from a copy of it, so only the rest of its prompt is prefilled. The same ids always give the
+  same cached values, whatever order the prompts arrive in.
 - `rollback` and `release` are queued in order with `generate` calls, so they take effect
   between the calls the caller made around them. Calling them for a sequence while its own
   `generate` is in flight is not supported (the engine never does).
@@ -109,6 +113,7 @@ class HFBackend(Backend):
         self.max_batch = max(1, int(max_batch))
         self.stats = BackendStats()
         self._seqs: dict[str, _Seq] = {}
+        self._shared: list[tuple[list[int], Any]] = []  # shared prompt prefixes and their caches (built lazily)
         self._queue: deque = deque()  # ("gen", _Request) | ("rollback", seq_id, n) | ("release", seq_id)
         self._inflight: list[_Request] = []  # taken from the queue, not yet delivered
         self._lock = threading.Lock()
@@ -164,6 +169,10 @@ class HFBackend(Backend):
         req.stream = _HFStream(req)
         self._submit(("gen", req))
         return req.stream
+
+    def share_prefix(self, ids: list[int]) -> None:
+        if len(ids) >= 2 and list(ids) not in (p for p, _ in self._shared):
+            self._shared.append((list(ids), None))  # the cache is computed on the worker, when first used
 
     def rollback(self, seq_id: str, length: int) -> None:
         self._submit(("rollback", seq_id, int(length)))
@@ -265,7 +274,7 @@ class HFBackend(Backend):
         keep = _common_prefix(seq.ids, req.context)
         keep = min(keep, len(req.context) - 1)  # the last context token is always fed
         if keep == 0 or seq.cache is None:
-            seq.cache, seq.ids = DynamicCache(), []
+            seq.cache, seq.ids = self._start_from_shared(req.context)
         else:
             self._crop(seq, keep)
         feed = req.context[len(seq.ids):]
@@ -274,6 +283,28 @@ class HFBackend(Backend):
         self.stats.prefill_tokens += len(feed)
         seq.ids = list(req.context)
         self._append(req, self._sample(logits[0], req, seq.generator))
+
+    def _start_from_shared(self, context: list[int]) -> tuple[Any, list[int]]:
+        """A fresh (cache, ids) for `context`: a copy of the longest shared prefix it starts with
+        (leaving at least its last token to feed), else an empty cache."""
+        import copy
+
+        import torch
+        from transformers import DynamicCache
+
+        starts = [i for i, (ids, _) in enumerate(self._shared)
+                  if len(ids) < len(context) and context[: len(ids)] == ids]
+        if not starts:
+            return DynamicCache(), []
+        best = max(starts, key=lambda i: len(self._shared[i][0]))
+        ids, cache = self._shared[best]
+        if cache is None:
+            cache = DynamicCache()
+            self._forward(torch.tensor([ids], device=self.device), torch.arange(len(ids), device=self.device)[None],
+                          None, cache)
+            self.stats.prefill_tokens += len(ids)
+            self._shared[best] = (ids, cache)
+        return copy.deepcopy(cache), list(ids)
 
     def _step(self, rows: list[_Request], cache: Any, pads: list[int]) -> None:
         """Feed every row's last sampled token in one forward; sample each row's next token."""

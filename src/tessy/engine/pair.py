@@ -51,6 +51,9 @@ class Engine:
         self.limits.check(self.has_thinking)
         self.seed = seed
         self.trace = trace  # keep every step's pieces, verdicts and cut (tests, debugging)
+        for party in self.parties.values():
+            if party.preamble:  # every prompt of this model starts with its voice: prefill that once
+                party.backend.share_prefix(shared_prompt_prefix(party))
         # Same vocabulary: spans pass as ids and cuts need no word back-off.
         self.shared_vocab = student.tokenizer.get_vocab() == teacher.tokenizer.get_vocab()
         # Adaptive k (`request_size`): recent span lengths of the run, and what was asked for.
@@ -266,3 +269,13 @@ def stop_string_end(chat_format: Any) -> Callable[[str], int | None] | None:
 
 __all__ = ["Engine", "Party", "Limits", "PromptTooLong", "PairError", "SampleResult", "TEACHER", "STUDENT",
            "stop_string_end", "seq_id"]
+
+
+def shared_prompt_prefix(party: Party) -> list[int]:
+    """The ids every prompt of `party` starts with: its voice's preamble as its template renders
+    it (the common part of two prompts that differ only in the user's text)."""
+    first, second = (
+        party.format.prompt_ids(party.tokenizer, with_voice(party.preamble, [{"role": "user", "content": text}]))
+        for text in ("x", "y"))
+    size = next((i for i, (a, b) in enumerate(zip(first, second)) if a != b), min(len(first), len(second)))
+    return first[:size]
