@@ -19,7 +19,8 @@ Promises:
 - On open, the file is compacted (written to a temp file, fsynced, renamed over): lines of done
   ids, of another config fingerprint and before a reset are dropped; a torn or unreadable line
   is skipped. While a run goes on, the file is compacted again once its dead lines (ids whose
-  record is written) outweigh the live ones and pass `compact_bytes`.
+  record is written) outweigh the live ones and pass `compact_bytes`, and on close: a finished
+  run leaves it empty.
 - `resume` rebuilds a sample's state from its lines (prompt ids plus the ids each turn appended,
   the spans, whose turn it is, the counters), checking every sequence length on the way: a chain
   written for another prompt, with a gap, or that does not rebuild exactly is ignored and the
@@ -289,6 +290,8 @@ class Journal:
 
     def close(self) -> None:
         if self._fd >= 0:
+            if self.dead_bytes:
+                self._compact_now()
             self.sync()
             with self._fd_lock:
                 os.close(self._fd)
