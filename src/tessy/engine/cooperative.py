@@ -32,6 +32,11 @@ How a sample ends (`FINISH_REASONS`): "stop" (a model ended the response, or the
 and the student's answer stopped); "length" (the budget in `Limits`, never exceeded: each step
 asks for at most what is left, and a span that still counts more is trimmed); "max_spans";
 "repetition"; "context". A sample that ends inside its thinking keeps the thinking open.
+
+Mid-trace resume: with `Engine.journal` set (`tessy.journal`, by the runner), each closed turn is
+reported to it (`turn_closed`), and a sample starts from the state it rebuilds (`Journal.resume`):
+the same sequences, spans, turn count and so the same per-turn seeds, so it goes on as it would
+have. The final answer is not journaled.
 """
 
 from __future__ import annotations
