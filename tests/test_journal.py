@@ -122,6 +122,7 @@ def test_a_sample_resumed_from_any_closed_turn_ends_as_an_uninterrupted_one(tmp_
     engine.journal.close()
     lines = (whole / JOURNAL_FILE).read_bytes().splitlines(keepends=True)
     assert len(lines) >= 6 and len(reference.spans) >= 4
+    assert any("step" in json.loads(line) for line in lines)  # a span longer than a step: written ahead too
     # The thinking ended (the answer is written again after a restart), or the response did.
     assert json.loads(lines[-1])["finish"] == ("thinking_done" if fmt.has_thinking else reference.finish_reason)
     assert not fmt.has_thinking or reference.spans[-1].section == "answer"
@@ -135,7 +136,8 @@ def test_a_sample_resumed_from_any_closed_turn_ends_as_an_uninterrupted_one(tmp_
         engine.journal.close()
         assert comparable(result) == comparable(reference), turns
         before = json.loads(lines[turns - 1])
-        assert result.extra == {"resumed": {"turns": turns, "tokens": before["generated"]}}
+        closed = sum("step" not in json.loads(line) for line in lines[:turns])
+        assert result.extra == {"resumed": {"turns": closed, "tokens": before["generated"]}}
         # Only what came after the last closed turn was generated again.
         generated_now = sum(party.backend.generated for party in engine.parties.values())
         assert generated_now == reference.generated - before["generated"]
@@ -167,15 +169,20 @@ def test_a_chain_for_another_prompt_or_that_does_not_rebuild_is_ignored(tmp_path
     from tessy.records import prompt_sha256
 
     new_chain = journal_lines(tmp_path)  # the old chain is gone: only the new prompt's, from turn 1
-    assert [line["n"] for line in new_chain] == list(range(1, len(new_chain) + 1))
+    closed = [line["n"] for line in new_chain if "step" not in line]
+    assert closed == list(range(1, len(closed) + 1))
     assert {line["prompt"] for line in new_chain} == {prompt_sha256([{"role": "user", "content": "What is 5+6?"}])}
     # A gap in the chain, or ids that do not rebuild the recorded lengths: afresh, never mixed.
-    gap = rerun(lines[0] + lines[2])
+    turns = [line for line in lines if "step" not in json.loads(line)]
+    gap = rerun(turns[0] + turns[2])
     assert gap.extra is None and comparable(gap) == comparable(reference)
-    bad = json.loads(lines[1])
+    bad = json.loads(turns[1])
     bad["ids"]["student"] = bad["ids"]["student"] + [1]
-    mixed = rerun(lines[0] + (json.dumps(bad) + "\n").encode())
+    mixed = rerun(b"".join(lines[:lines.index(turns[1])]) + (json.dumps(bad) + "\n").encode())
     assert mixed.extra is None and comparable(mixed) == comparable(reference)
+    steps = [line for line in lines if "step" in json.loads(line)]
+    out_of_order = rerun(b"".join(lines[:lines.index(steps[0])]) + steps[0] + steps[0])
+    assert out_of_order.extra is None and comparable(out_of_order) == comparable(reference)
 
 
 def test_journal_opens_compacted_tolerating_torn_lines_and_other_configs(tmp_path):

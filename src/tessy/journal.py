@@ -9,7 +9,15 @@ After each closed turn of Algorithm 1 (`tessy.engine.cooperative.alternate`) the
      "finish": how the alternation ended (null while it goes on), "lengths": {role: sequence length},
      "generated", "steps", "generate_s", "predict_s", "wall_s": the sample's counters so far}
 
-A sample that fails writes `{"id", "reset": true}`: what came before it for that id is dead (the
+A turn whose step ends without a cut (the same model goes on: long spans) appends a step line,
+so a long span is not lost either:
+
+    {"id", "prompt", "fp", "n": turns closed so far, "step": steps of the open span so far,
+     "role": its model, "pieces": the ids it added since the last line, "span_generated": tokens
+     generated for it, "lengths", and the counters above}
+
+The turn's line, when it closes, supersedes its step lines. A sample that fails writes
+`{"id", "reset": true}`: what came before it for that id is dead (the
 retry starts afresh), as is a chain for another prompt under the same id.
 
 Promises:
@@ -22,7 +30,8 @@ Promises:
   record is written) outweigh the live ones and pass `compact_bytes`, and on close: a finished
   run leaves it empty.
 - `resume` rebuilds a sample's state from its lines (prompt ids plus the ids each turn appended,
-  the spans, whose turn it is, the counters), checking every sequence length on the way: a chain
+  the spans, whose turn it is, the counters, and the open span's ids after its last step without
+  a cut, in `state.resumed["open"]`), checking every sequence length on the way: a chain
   written for another prompt, with a gap, or that does not rebuild exactly is ignored and the
   sample starts afresh. Never mixed: the lines of one chain, or none.
 - Only the alternation is journaled; a sample whose thinking had ended resumes at the final
@@ -63,6 +72,8 @@ class _Cursor:
     last: tuple | None  # (text length, *SPAN_FIELDS, forced) of the last span
     started: float = field(default_factory=time.perf_counter)
     prior_wall_s: float = 0.0
+    open_ids: int = 0  # ids of the open span already journaled
+    open_steps: int = 0
 
 
 def _span_key(span: Span | None) -> tuple | None:
@@ -180,29 +191,36 @@ class Journal:
                 break
         if not problem and lines and any(line.get("prompt") != prompt for line in lines):
             problem = "another prompt under this id"
-        rebuilt = None
+        open_span = None
         if not problem and lines:
             try:
-                rebuilt = _replay(state, lines)
+                open_span = _replay(state, lines)
             except (ValueError, KeyError, TypeError) as exc:
                 problem = str(exc) or type(exc).__name__
         if problem:
             log.warning("%s: journal of %r ignored (%s); it starts afresh", self.path, sample_id, problem)
             self.forget(sample_id)
-        cursor = _Cursor(prompt, {role: len(ids) for role, ids in state.ids.items()}, 0, None)
+        cursor = _Cursor(prompt, {role: len(ids) for role, ids in state.ids.items()}, len(state.spans),
+                         _span_key(state.spans[-1] if state.spans else None))
         self._cursors[sample_id] = cursor
-        if rebuilt is None:
+        if problem or not lines:
             return None
         last = lines[-1]
-        cursor.lengths = {role: len(ids) for role, ids in state.ids.items()}
-        cursor.spans, cursor.last = len(state.spans), _span_key(state.spans[-1] if state.spans else None)
         cursor.prior_wall_s = float(last.get("wall_s", 0.0))
         state.resumed = {"turns": state.turns, "tokens": state.generated, "wall_s": cursor.prior_wall_s}
+        if open_span is not None:
+            state.resumed["open"] = open_span
+            cursor.open_ids, cursor.open_steps = len(open_span["ids"]), open_span["steps"]
         self.resumed += 1
         self.resumed_tokens += state.generated
-        log.info("%s: resuming %r at turn %d (%d tokens generated before)", self.path, sample_id, state.turns,
-                 state.generated)
+        log.info("%s: resuming %r at turn %d%s (%d tokens generated before)", self.path, sample_id, state.turns,
+                 f" with {len(open_span['ids'])} tokens of its open span" if open_span else "", state.generated)
         return last.get("finish")
+
+    def _counters(self, state: "SampleState", cursor: _Cursor) -> dict:
+        return {"lengths": cursor.lengths, "generated": state.generated, "steps": state.steps,
+                "generate_s": state.generate_s, "predict_s": state.predict_s,
+                "wall_s": round(cursor.prior_wall_s + time.perf_counter() - cursor.started, 4)}
 
     def turn_closed(self, state: "SampleState", finish: str | None) -> None:
         """Append the turn just closed (`finish`: how the alternation ended, None while it goes on)."""
@@ -220,11 +238,22 @@ class Journal:
                     "forced": last.forced}
         cursor.lengths = {role: len(ids) for role, ids in state.ids.items()}
         cursor.spans, cursor.last = len(state.spans), _span_key(state.spans[-1] if state.spans else None)
+        cursor.open_ids = cursor.open_steps = 0
         line = {"id": state.sample_id, "prompt": cursor.prompt, "fp": self.fingerprint, "n": state.turns,
                 "ids": appended, "span": span, "next": state.turn, "empty": state.empty_handovers, "finish": finish,
-                "lengths": cursor.lengths, "generated": state.generated, "steps": state.steps,
-                "generate_s": state.generate_s, "predict_s": state.predict_s,
-                "wall_s": round(cursor.prior_wall_s + time.perf_counter() - cursor.started, 4)}
+                **self._counters(state, cursor)}
+        self._append(state.sample_id, line)
+
+    def step_kept(self, state: "SampleState", span) -> None:
+        """Append the open span's new ids after a step without a cut (`cooperative.OpenSpan`)."""
+        cursor = self._cursors.get(state.sample_id)
+        if cursor is None:
+            return
+        pieces = span.pieces.ids[cursor.open_ids:]
+        cursor.open_ids, cursor.open_steps = len(span.pieces.ids), cursor.open_steps + 1
+        line = {"id": state.sample_id, "prompt": cursor.prompt, "fp": self.fingerprint, "n": state.turns,
+                "step": cursor.open_steps, "role": span.role, "pieces": pieces, "span_generated": span.generated,
+                **self._counters(state, cursor)}
         self._append(state.sample_id, line)
 
     def end(self, sample_id: str) -> None:
@@ -298,30 +327,43 @@ class Journal:
                 self._fd = -1
 
 
-def _replay(state: "SampleState", lines: list[dict]) -> bool:
-    """Apply a chain of turn lines to a fresh `state`; raise ValueError where it does not fit."""
+def _replay(state: "SampleState", lines: list[dict]) -> dict | None:
+    """Apply a chain of lines to a fresh `state`; return the open span after the last closed turn
+    ({"ids", "generated", "steps"}, None if none); raise ValueError where the chain does not fit."""
     ids = {role: list(seq) for role, seq in state.ids.items()}
     spans: list[Span] = []
     probe = type(state)(state.sample_id, ids=ids, spans=spans)
+    turns, turn, empty = 0, state.turn, state.empty_handovers
+    open_span: dict | None = None
     for number, line in enumerate(lines, start=1):
-        if line["n"] != number:
-            raise ValueError(f"turn {number} is missing")
-        for role, appended in line["ids"].items():
-            if role not in ids or not all(isinstance(token, int) for token in appended):
-                raise ValueError(f"turn {number}: bad ids for {role!r}")
-            ids[role] += appended
+        if "step" in line:  # a step of the open span without a cut
+            steps = open_span["steps"] if open_span else 0
+            if line["n"] != turns or line["step"] != steps + 1 or line["role"] != turn:
+                raise ValueError(f"line {number}: step {line['step']} of turn {line['n'] + 1} is out of order")
+            if not all(isinstance(token, int) for token in line["pieces"]):
+                raise ValueError(f"line {number}: bad ids")
+            open_span = {"ids": (open_span["ids"] if open_span else []) + line["pieces"],
+                         "generated": int(line["span_generated"]), "steps": steps + 1}
+        else:
+            turns += 1
+            if line["n"] != turns:
+                raise ValueError(f"turn {turns} is missing")
+            for role, appended in line["ids"].items():
+                if role not in ids or not all(isinstance(token, int) for token in appended):
+                    raise ValueError(f"turn {turns}: bad ids for {role!r}")
+                ids[role] += appended
+            if line["span"] is not None:
+                probe.add_span(Span(**line["span"]))
+            if line["finish"] is not None and number != len(lines):
+                raise ValueError(f"turn {turns} ended the alternation but more follow")
+            if line["next"] not in ids:
+                raise ValueError(f"unknown role {line['next']!r}")
+            turn, empty, open_span = line["next"], int(line["empty"]), None
         if {role: len(seq) for role, seq in ids.items()} != line["lengths"]:
-            raise ValueError(f"turn {number} does not rebuild the sequences it wrote")
-        if line["span"] is not None:
-            probe.add_span(Span(**line["span"]))
-        if line["finish"] is not None and number != len(lines):
-            raise ValueError(f"turn {number} ended the alternation but more follow")
+            raise ValueError(f"line {number} does not rebuild the sequences it wrote")
     last = lines[-1]
-    if last["next"] not in ids:
-        raise ValueError(f"unknown role {last['next']!r}")
-    state.ids, state.spans, state.turn, state.turns = ids, spans, last["next"], len(lines)
-    state.empty_handovers = int(last["empty"])
+    state.ids, state.spans, state.turn, state.turns, state.empty_handovers = ids, spans, turn, turns, empty
     state.generated, state.steps = int(last["generated"]), int(last["steps"])
     state.generate_s = {**state.generate_s, **{role: float(s) for role, s in last["generate_s"].items()}}
     state.predict_s = float(last["predict_s"])
-    return True
+    return open_span

@@ -33,10 +33,11 @@ and the student's answer stopped); "length" (the budget in `Limits`, never excee
 asks for at most what is left, and a span that still counts more is trimmed); "max_spans";
 "repetition"; "context". A sample that ends inside its thinking keeps the thinking open.
 
-Mid-trace resume: with `Engine.journal` set (`tessy.journal`, by the runner), each closed turn is
-reported to it (`turn_closed`), and a sample starts from the state it rebuilds (`Journal.resume`):
-the same sequences, spans, turn count and so the same per-turn seeds, so it goes on as it would
-have. The final answer is not journaled.
+Mid-trace resume: with `Engine.journal` set (`tessy.journal`, by the runner), each closed turn
+(`turn_closed`) and each step that did not cut its open span is reported to it, and a sample
+starts from the state it rebuilds (`Journal.resume`, `reopen_span`): the same sequences, spans,
+open span, turn count and so the same per-turn seeds, so it goes on as it would have. The final
+answer is not journaled.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ async def run_cooperative(engine: "Engine", sample_id: str, messages: list[dict[
     try:
         finish = journal.resume(engine, state, messages) if journal is not None else None
         if finish is None:
-            finish = await alternate(engine, state)
+            finish = await alternate(engine, state, reopen_span(engine, state))
         if journal is not None:
             journal.end(sample_id)  # the final answer is not journaled: a restart writes it again
         if finish == THINKING_DONE:
@@ -96,12 +97,25 @@ def open_span(engine: "Engine", state: SampleState) -> OpenSpan:
     return OpenSpan(role, IncrementalDecoder(engine.parties[role].tokenizer, state.ids[role]))
 
 
-async def alternate(engine: "Engine", state: SampleState) -> str:
+def reopen_span(engine: "Engine", state: SampleState) -> OpenSpan | None:
+    """The open span a journal rebuilt (`state.resumed["open"]`: its ids and tokens generated so
+    far), as the loop had it after its last step without a cut; None if there is none."""
+    rebuilt = (state.resumed or {}).pop("open", None)
+    if rebuilt is None:
+        return None
+    span = open_span(engine, state)
+    span.pieces.add(span.decoder, rebuilt["ids"])
+    span.generated = rebuilt["generated"]
+    return span
+
+
+async def alternate(engine: "Engine", state: SampleState, span: OpenSpan | None = None) -> str:
     """Lines 7-20 of Algorithm 1: the models take turns until the thinking section (or, without
-    one, the response) ends; returns THINKING_DONE or a finish reason."""
+    one, the response) ends; returns THINKING_DONE or a finish reason. `span`: an open span to go
+    on with (a resumed sample's), else the turn's model opens one."""
     section = "thinking" if engine.has_thinking else "response"
     budget = engine.limits.thinking_budget() if engine.has_thinking else engine.limits.max_tokens
-    span = open_span(engine, state)
+    span = span if span is not None else open_span(engine, state)
     while True:
         role = state.turn
         party = engine.parties[role]
@@ -135,6 +149,8 @@ async def alternate(engine: "Engine", state: SampleState) -> str:
         labels = await step.labels(usable)
         cut = cut_index(role, labels)
         if cut is None and not ended:
+            if engine.journal is not None:  # the open span so far, written ahead too (long spans)
+                engine.journal.step_kept(state, span)
             continue  # no cut: the same model goes on
 
         keep, forced = usable, False
