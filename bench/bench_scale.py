@@ -22,7 +22,7 @@ Samples are kept short (`--stop-at` 60: the fake model ends its answer once a co
 tokens; about 17 requests, 5 spans and 30 kept tokens a sample, 73% of them the teacher's) so the
 three runs take a few minutes on 2 cores. `--tracemalloc` adds, to the
 largest run, the 10 source lines whose live allocations grew most between a quarter of the run and
-its end (slow: for finding a leak, not for figures).
+its end, after the run (samples in flight are freed by then) (slow: for finding a leak, not for figures).
 
 Run on purpose (not a test): `nice -n 10 python bench/bench_scale.py [--sizes 1000,3000,10000]`.
 Prints a table and writes bench/results/scale.json. Quote figures with the machine and its load.
@@ -100,8 +100,10 @@ class Sampler(threading.Thread):
             self.count += data.count(b"\n")
         self.samples.append((time.perf_counter() - self.started, self.count, rss_mb()))
         if self.trace_at and self.snapshot is None and self.count >= self.trace_at:
+            import gc
             import tracemalloc
 
+            gc.collect()  # cycles that are garbage already are not growth
             self.snapshot = tracemalloc.take_snapshot()
 
     def run(self) -> None:
@@ -153,12 +155,16 @@ def run_scale(urls: list[str], folder: Path, prompts: int, concurrency: int, *, 
     peak = max(peak_rss_mb(), max(mb for _, _, mb in sampler.samples))  # VmHWM lags a little
     growth = None
     if trace and sampler.snapshot is not None:
+        import gc
         import tracemalloc
 
+        gc.collect()
         end = tracemalloc.take_snapshot()
         tracemalloc.stop()
-        growth = [f"{stat.size_diff / 2**20:+.2f} MB {stat.count_diff:+d} blocks {stat.traceback}"
-                  for stat in end.compare_to(sampler.snapshot, "lineno")[:10]]
+        grown = sorted((stat for stat in end.compare_to(sampler.snapshot, "lineno") if stat.size_diff > 0),
+                       key=lambda stat: -stat.size_diff)
+        growth = [f"{stat.size_diff / 2**10:+.1f} KB {stat.count_diff:+d} blocks {stat.traceback}"
+                  for stat in grown[:10]]
     # Read back after the peak is taken; ids in a set, steps summed, no list of records.
     ids: set[str] = set()
     lines = steps = 0
