@@ -77,13 +77,13 @@ async def run_cooperative(engine: "Engine", sample_id: str, messages: list[dict[
         finish = journal.resume(engine, state, messages) if journal is not None else None
         if finish is None:
             finish = await alternate(engine, state, reopen_span(engine, state))
-        if journal is not None:
-            journal.end(sample_id)  # the final answer is not journaled: a restart writes it again
-        if finish == THINKING_DONE:
+        if finish == THINKING_DONE:  # the final answer is not journaled: a restart writes it again
             written = await engine.write_answer(state, STUDENT)
             finish = "stop" if written.finish == "stop" else written.finish
     finally:
         engine.release(state)
+        if journal is not None:
+            journal.end(sample_id)
     result = engine.result(state, messages, finish, started)
     if state.resumed:  # the record says so; its counters already include what came before
         result.wall_s += state.resumed["wall_s"]
