@@ -6,14 +6,15 @@ its own process and answering at once (as in bench_http.py), so all the work and
 is the client's: `runner.synthesize` with backend "openai" for both roles (SmolLM2 student and
 Gemma teacher tokenizers, lexicon predictors), 1,024 samples in flight by default.
 
-1. memory: one run per size (1,000, 3,000 and 10,000 prompts by default), each in a fresh process,
-   its peak RSS counted from the run's start (the kernel's VmHWM, reset through
-   /proc/self/clear_refs, so start-up peaks such as loading tokenizers are left out). Reported: peak
-   RSS, peak less the RSS with the engine built just before the run, and MB per 1,000 prompts
-   against the smallest size.
-   Within each run a thread also samples RSS against records written (counted from the newly
-   appended bytes of records.jsonl); the slope of RSS over records past the first quarter of the
-   run (the pool is full by then) is the growth per 1,000 records at steady state.
+1. memory: one run per size (1,000, 3,000 and 10,000 prompts by default), each in a fresh process.
+   A thread samples the process's anonymous RSS (RssAnon: the heap, which without swap only grows
+   or shrinks with what the process holds; file-backed pages of the loaded libraries come and go
+   with the machine's memory pressure) every 0.2 s against records written (counted from the newly
+   appended bytes of records.jsonl). Reported: the peak anonymous RSS of the run, that less the
+   value with the engine built just before the run, MB per 1,000 prompts against the smallest
+   size, and the slope of anonymous RSS over records past the first quarter of the run (the pool
+   is full by then): the growth per 1,000 records at steady state. Also kept: the kernel's peak
+   total RSS (VmHWM) of the run, reset at its start through /proc/self/clear_refs.
 2. throughput: engine steps per second (steps summed from the records) over the largest run, with
    `--concurrency` (1,024) samples in flight, and the client's CPU seconds per 1,000 steps.
 3. exactly once: every run checks that each prompt's id is in records.jsonl exactly once.
@@ -47,13 +48,16 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_http import fake_servers, http_config, server_specs, write_prompts  # noqa: E402
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def rss_mb() -> float:
-    """This process's resident set now, in MB (from /proc; Linux)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * PAGE / 2**20
+def rss_mb() -> tuple[float, float]:
+    """This process's resident set now, in MB: (total, anonymous) (from /proc; Linux)."""
+    total = anon = 0.0
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                total = int(line.split()[1]) / 1024
+            elif line.startswith("RssAnon:"):
+                anon = int(line.split()[1]) / 1024
+    return total, anon
 
 
 def reset_peak_rss() -> bool:
@@ -85,7 +89,7 @@ class Sampler(threading.Thread):
     def __init__(self, records: Path, every_s: float = 0.2, trace_at: int = 0):
         super().__init__(name="rss-sampler", daemon=True)
         self.records, self.every_s, self.trace_at = records, every_s, trace_at
-        self.samples: list[tuple[float, int, float]] = []  # (seconds, records written, RSS MB)
+        self.samples: list[tuple[float, int, float, float]] = []  # (s, records written, RSS MB, anon MB)
         self.count, self.offset = 0, 0
         self.snapshot = None  # tracemalloc snapshot once `trace_at` records are written
         self.started = time.perf_counter()
@@ -98,7 +102,7 @@ class Sampler(threading.Thread):
                 data = f.read()
             self.offset += len(data)
             self.count += data.count(b"\n")
-        self.samples.append((time.perf_counter() - self.started, self.count, rss_mb()))
+        self.samples.append((time.perf_counter() - self.started, self.count, *rss_mb()))
         if self.trace_at and self.snapshot is None and self.count >= self.trace_at:
             import gc
             import tracemalloc
@@ -142,7 +146,7 @@ def run_scale(urls: list[str], folder: Path, prompts: int, concurrency: int, *, 
         import tracemalloc
 
         tracemalloc.start()
-    before = rss_mb()
+    before, before_anon = rss_mb()
     peak_is_run_only = reset_peak_rss()
     sampler = Sampler(folder / "run" / "records.jsonl", trace_at=prompts // 4 if trace else 0)
     sampler.start()
@@ -152,7 +156,8 @@ def run_scale(urls: list[str], folder: Path, prompts: int, concurrency: int, *, 
     finally:
         sampler.stop()
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-    peak = max(peak_rss_mb(), max(mb for _, _, mb in sampler.samples))  # VmHWM lags a little
+    peak = max(peak_rss_mb(), max(mb for _, _, mb, _ in sampler.samples))  # VmHWM lags a little
+    peak_anon = max(anon for *_, anon in sampler.samples)
     growth = None
     if trace and sampler.snapshot is not None:
         import gc
@@ -173,24 +178,25 @@ def run_scale(urls: list[str], folder: Path, prompts: int, concurrency: int, *, 
         ids.add(record["id"])
         steps += record["totals"]["steps"]
     expected = {f"p{i}" for i in range(prompts)}
-    steady = [(n, mb) for _, n, mb in sampler.samples if n >= prompts // 4]
+    steady = [(n, anon) for _, n, _, anon in sampler.samples if n >= prompts // 4]
     return {
         "prompts": prompts, "samples_in_flight": concurrency, "written": report.written, "failed": report.failed,
         "records": lines, "duplicates": lines - len(ids), "missing": len(expected - ids),
         "exactly_once": ids == expected and lines == len(ids),
         "steps": steps, "wall_s": wall, "steps_per_s": steps / wall, "samples_per_s": lines / wall,
         "client_cpu_s_per_1000_steps": 1000 * cpu / steps if steps else None,
-        "rss_before_mb": before, "peak_rss_mb": peak, "peak_is_run_only": peak_is_run_only,
-        "sampled_max_rss_mb": max(mb for _, _, mb in sampler.samples), "peak_over_before_mb": peak - before,
+        "anon_before_mb": before_anon, "peak_anon_mb": peak_anon, "peak_anon_over_before_mb": peak_anon - before_anon,
+        "anon_end_mb": sampler.samples[-1][3],
+        "rss_before_mb": before, "peak_rss_mb": peak, "peak_rss_is_run_only": peak_is_run_only,
         "rss_end_mb": sampler.samples[-1][2],
         "steady_mb_per_1000_records": slope_mb_per_1000(steady),
-        "rss_samples": [(round(t, 2), n, round(mb, 1)) for t, n, mb in sampler.samples],
+        "rss_samples": [(round(t, 2), n, round(mb, 1), round(anon, 1)) for t, n, mb, anon in sampler.samples],
         "tracemalloc_growth": growth,
     }
 
 
 def run_child(urls: list[str], prompts: int, args: argparse.Namespace, trace: bool) -> dict:
-    """`run_scale` in a fresh process, so its peak RSS is its own."""
+    """`run_scale` in a fresh process, so its memory is its own."""
     command = [sys.executable, __file__, "--one", str(prompts), "--urls", ",".join(urls),
                "--concurrency", str(args.concurrency), "--stop-at", str(args.stop_at),
                "--max-tokens", str(args.max_tokens)] + (["--tracemalloc"] if trace else [])
@@ -223,15 +229,15 @@ def main() -> None:
     base = runs[0]
     for run in runs:
         run["mb_per_1000_prompts_vs_smallest"] = (
-            1000 * (run["peak_rss_mb"] - base["peak_rss_mb"]) / (run["prompts"] - base["prompts"])
+            1000 * (run["peak_anon_mb"] - base["peak_anon_mb"]) / (run["prompts"] - base["prompts"])
             if run["prompts"] != base["prompts"] else None)
-    print(f"{'prompts':>8} {'in flight':>9} {'written':>8} {'once':>5} {'peak RSS MB':>12} {'over start':>11} "
+    print(f"{'prompts':>8} {'in flight':>9} {'written':>8} {'once':>5} {'peak RSS MB':>11} {'peak anon MB':>12} {'over start':>11} "
           f"{'MB/1k prompts':>14} {'steady MB/1k rec':>17} {'steps/s':>8} {'CPU s/1k steps':>15}")
     for run in runs:
         per = run["mb_per_1000_prompts_vs_smallest"]
         steady = run["steady_mb_per_1000_records"]
         print(f"{run['prompts']:>8} {run['samples_in_flight']:>9} {run['written']:>8} {str(run['exactly_once']):>5} "
-              f"{run['peak_rss_mb']:>12.1f} {run['peak_over_before_mb']:>11.1f} "
+              f"{run['peak_rss_mb']:>11.1f} {run['peak_anon_mb']:>12.1f} {run['peak_anon_over_before_mb']:>11.1f} "
               f"{'-' if per is None else f'{per:+.2f}':>14} {'-' if steady is None else f'{steady:+.2f}':>17} "
               f"{run['steps_per_s']:>8.0f} {run['client_cpu_s_per_1000_steps']:>15.2f}")
     for run in runs:

@@ -30,4 +30,4 @@ def test_run_scale_tiny(tmp_path):
         assert result["exactly_once"] is True
         assert result["steps"] >= 200 and result["steps_per_s"] > 0
         assert result["rss_samples"][-1][1] == 200  # the sampler counted every record line
-        assert result["peak_rss_mb"] >= result["rss_before_mb"] > 0
+        assert result["peak_anon_mb"] >= result["anon_before_mb"] > 0 and result["peak_rss_mb"] > 0
