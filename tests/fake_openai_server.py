@@ -18,6 +18,12 @@ requests, and `fault_rate` fails that share of them at random (`fault_kinds` mix
 connection without an answer), `malformed` (200 with a body that is not JSON), `timeout` (sleep
 past the client's timeout, then drop).
 
+llama.cpp's side (`total_slots`): `GET /props` answers `total_slots` (else 404, like vLLM). With
+`cache_style` the server keeps each slot's last prompt (the request's `id_slot`, else slot 0) as
+its prefix cache and reports how much of a prompt it found there: "vllm" as
+`usage.prompt_tokens_details.cached_tokens`, "llama.cpp" as `timings.prompt_n` (tokens
+processed) and `tokens_cached`.
+
 Every request is kept in `requests` (method, path, headers, parsed body) for payload tests.
 `stop()` then `start()` restarts it on the same port (a server that died and came back).
 Run `python -m tests.fake_openai_server --help` to serve it from its own process (benchmarks).
@@ -58,6 +64,8 @@ class FakeOpenAIServer:
         owned_by: str = "vllm",
         root: str = "",
         keep_requests: bool = True,
+        total_slots: int | None = None,
+        cache_style: str = "",
     ):
         self.model = model
         self.max_model_len = max_model_len
@@ -75,6 +83,9 @@ class FakeOpenAIServer:
         self.owned_by = owned_by
         self.root = root or model  # vLLM's card: the weights' path or hub name
         self.keep_requests = keep_requests
+        self.total_slots = total_slots
+        self.cache_style = cache_style
+        self.slot_cache: dict[int, list[int]] = {}  # slot -> its last prompt
         self.random = random.Random(seed)
         self.injected: deque[str] = deque()
         self.requests: list[dict[str, Any]] = []
@@ -172,6 +183,8 @@ class FakeOpenAIServer:
             card = {"id": self.model, "object": "model", "created": 0, "owned_by": self.owned_by,
                     "root": self.root, "parent": None, "max_model_len": self.max_model_len}
             return self._send(writer, 200, {"object": "list", "data": [card]})
+        if method == "GET" and path == "/props" and self.total_slots is not None:
+            return self._send(writer, 200, {"total_slots": self.total_slots, "build_info": "fake"})
         if method != "POST" or path != "/v1/completions":
             return self._send(writer, 404, {"detail": "Not Found"})
         self.counts["completions"] += 1
@@ -247,10 +260,23 @@ class FakeOpenAIServer:
             choice["logprobs"] = {"text_offset": [0] * len(ids), "token_logprobs": [0.0] * len(ids),
                                   "tokens": [f"token_id:{i}" for i in ids], "top_logprobs": None}
         self.counts["answered"] += 1
-        return 200, {"id": f"cmpl-{self.counts['completions']}", "object": "text_completion",
-                     "created": int(time.time()), "model": self.model, "choices": [choice],
-                     "usage": {"prompt_tokens": len(prompt_ids), "total_tokens": len(prompt_ids) + len(ids),
-                               "completion_tokens": len(ids), "prompt_tokens_details": None}}
+        answer = {"id": f"cmpl-{self.counts['completions']}", "object": "text_completion",
+                  "created": int(time.time()), "model": self.model, "choices": [choice],
+                  "usage": {"prompt_tokens": len(prompt_ids), "total_tokens": len(prompt_ids) + len(ids),
+                            "completion_tokens": len(ids), "prompt_tokens_details": None}}
+        if self.cache_style:
+            slot = int(body.get("id_slot", 0) or 0)
+            last = self.slot_cache.get(slot, [])
+            cached = 0
+            while cached < min(len(last), len(prompt_ids)) and last[cached] == prompt_ids[cached]:
+                cached += 1
+            self.slot_cache[slot] = prompt_ids + ids
+            if self.cache_style == "vllm":
+                answer["usage"]["prompt_tokens_details"] = {"cached_tokens": cached}
+            else:
+                answer["timings"] = {"prompt_n": len(prompt_ids) - cached, "predicted_n": len(ids)}
+                answer["tokens_cached"] = cached
+        return 200, answer
 
     def _send(self, writer, status: int, payload: dict, headers: dict | None = None) -> bool:
         return self._send_raw(writer, status, json.dumps(payload).encode(), headers)

@@ -647,3 +647,89 @@ def test_no_secret_in_any_output_file_or_log_line(tmp_path, smol_tokenizer, monk
         for secret in secrets:
             assert secret not in text, (name, secret)
         assert "alice" not in text, name
+
+
+# ---- cache-friendly requests and prompt usage (issue 10) ---------------------------------------
+
+TEXT_BODY = {"model": "smol", "prompt": "Hello there", "max_tokens": 6, "temperature": 0.5, "top_p": 0.9,
+             "seed": 11, "top_k": 0, "repeat_penalty": 1.0, "stop": ["<|im_end|>"]}
+
+
+def test_llama_server_gets_cache_prompt_and_one_slot_per_sequence(smol_tokenizer):
+    script = smol_tokenizer.encode(SCRIPT, add_special_tokens=False)
+    with FakeOpenAIServer("smol", script=script, decode=smol_tokenizer.decode, accept_token_ids=False,
+                          owned_by="llamacpp", total_slots=3) as fake:
+        backend = make(fake, smol_tokenizer)
+        assert (backend.transport, backend.server, backend.slots) == ("text", "llama.cpp", 3)
+        context = smol_tokenizer.encode("Hello there", add_special_tokens=False)
+        slots = []
+        for seq in ("a", "b", "a", "c", "d", "b"):
+            generate(backend, seq_id=seq, context=context, n=6)
+            slots.append(completions(fake)[-1]["body"]["id_slot"])
+        assert slots == [0, 1, 0, 2, 0, 1]  # each sequence keeps its slot; new ones take the least used
+        assert completions(fake)[-1]["body"] == {**TEXT_BODY, "cache_prompt": True, "id_slot": 1}
+        backend.release("b")
+        generate(backend, seq_id="e", context=context, n=6)
+        assert completions(fake)[-1]["body"]["id_slot"] == 1  # "b"'s slot was freed
+
+
+def test_llama_cpp_python_gets_cache_prompt_and_id_slot_only_when_configured(smol_tokenizer):
+    script = smol_tokenizer.encode(SCRIPT, add_special_tokens=False)
+    context = smol_tokenizer.encode("Hello there", add_special_tokens=False)
+    with FakeOpenAIServer("smol", script=script, decode=smol_tokenizer.decode, accept_token_ids=False,
+                          owned_by="me") as fake:
+        backend = make(fake, smol_tokenizer)
+        assert (backend.server, backend.slots) == ("llama-cpp-python", 0)
+        generate(backend, seq_id="a", context=context, n=6)
+        assert completions(fake)[-1]["body"] == {**TEXT_BODY, "cache_prompt": True}
+        configured = make(fake, smol_tokenizer, slots=2)
+        generate(configured, seq_id="a", context=context, n=6)
+        generate(configured, seq_id="b", context=context, n=6)
+        assert [r["body"].get("id_slot") for r in completions(fake)[-2:]] == [0, 1]
+    # Recognised by its validation error alone, too (a card that does not say who serves it).
+    with FakeOpenAIServer("smol", script=script, decode=smol_tokenizer.decode, accept_token_ids=False,
+                          owned_by="someone") as fake:
+        assert make(fake, smol_tokenizer).server == "llama-cpp-python"
+
+
+def test_vllm_gets_no_llama_fields_and_no_props_request(server, smol_tokenizer):
+    backend = make(server, smol_tokenizer)
+    assert backend.server == "vllm"
+    generate(backend, context=[5, 6, 7, 8], n=4)
+    body = completions(server)[-1]["body"]
+    assert "cache_prompt" not in body and "id_slot" not in body
+    assert [r["path"] for r in server.requests if r["method"] == "GET"] == ["/v1/models"]
+
+
+@pytest.mark.parametrize("style", ["vllm", "llama.cpp", ""])
+def test_prompt_tokens_processed_are_read_from_the_servers_usage(smol_tokenizer, style):
+    script = smol_tokenizer.encode(SCRIPT, add_special_tokens=False)
+    with FakeOpenAIServer("smol", script=script, decode=smol_tokenizer.decode, cache_style=style) as fake:
+        backend = make(fake, smol_tokenizer)
+        base = (backend.stats.prompt_tokens, backend.stats.prompt_processed)
+        context = list(range(10, 30))
+        first = generate(backend, seq_id="a", context=context, n=5)
+        # The slot holds the first prompt and its answer: all 23 tokens of the second are cached.
+        generate(backend, seq_id="a", context=context + first.token_ids[:3], n=5)
+        sent = backend.stats.prompt_tokens - base[0]
+        processed = backend.stats.prompt_processed - base[1]
+        assert sent == 43
+        if style:
+            assert processed == 20 and backend.stats.prompt_reported == 2
+        else:
+            assert processed == 43 and backend.stats.prompt_reported == 0
+
+
+def test_summary_shows_prompt_tokens_processed_per_kept_token():
+    from tessy.cli.synthesize import prompt_tokens_line
+    from tessy.runner import RunReport
+
+    report = RunReport(output="x", kept_tokens=100, server_stats={
+        "student": {"retries": 0, "faults": 0, "down": 0, "prompt_tokens": 500, "prompt_processed": 120,
+                    "prompt_reported": 10, "completions": 10},
+        "teacher": {"retries": 0, "faults": 0, "down": 0, "prompt_tokens": 300, "prompt_processed": 300,
+                    "prompt_reported": 0, "completions": 8}})
+    assert prompt_tokens_line(report) == (
+        "prompt tokens processed per kept token: 4.20 (student 1.20, teacher 3.00 (server reports no cache "
+        "hits: all sent); 8.00 sent)")
+    assert prompt_tokens_line(RunReport(output="x")) == ""

@@ -110,12 +110,17 @@ async def run_method(engine: Engine, method: str, sample_id: str, messages: list
 
 
 def server_counters(engine: Engine) -> dict[str, dict[str, int]]:
-    """Per role served over HTTP: retries, faults and replicas down so far (live counters)."""
+    """Per role served over HTTP: retries, faults and replicas down so far (live counters), and
+    the prompt tokens its servers counted, computed, and the answers that said what was cached."""
     counters = {}
     for role, party in engine.parties.items():
         stats = getattr(party.backend, "stats", None)
         if hasattr(stats, "faults_total"):  # only the HTTP backend counts faults; in-process stats differ
-            counters[role] = {"retries": stats.retries, "faults": stats.faults_total, "down": stats.replicas_down}
+            counters[role] = {"retries": stats.retries, "faults": stats.faults_total, "down": stats.replicas_down,
+                              "prompt_tokens": getattr(stats, "prompt_tokens", 0),
+                              "prompt_processed": getattr(stats, "prompt_processed", 0),
+                              "prompt_reported": getattr(stats, "prompt_reported", 0),
+                              "completions": getattr(stats, "completions", 0)}
     return counters
 
 

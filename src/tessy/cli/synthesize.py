@@ -73,14 +73,37 @@ def print_report(report) -> None:
         print(f"{report.changed} ids are done but their prompt changed since: their records answer the old "
               "prompt; give the new prompts new ids, or write to a new output folder")
     for role, counters in report.server_stats.items():
-        if any(counters.values()):
+        if counters.get("retries") or counters.get("faults") or counters.get("down"):
             print(f"{role} servers: {counters['retries']} retries, {counters['faults']} faults, "
                   f"{counters['down']} replicas down at the end")
+    line = prompt_tokens_line(report)
+    if line:
+        print(line)
     if report.k_used:
         print("k per request (adaptive k): " + ", ".join(f"{role} {k:g}" for role, k in sorted(report.k_used.items())))
     if report.finish_reasons:
         reasons = ", ".join(f"{name} {count}" for name, count in sorted(report.finish_reasons.items()))
         print(f"finish reasons: {reasons}")
+
+
+def prompt_tokens_line(report) -> str:
+    """'prompt tokens processed per kept token: ...' for roles served over HTTP ('' when none)."""
+    stats = {role: c for role, c in sorted(report.server_stats.items()) if c.get("prompt_tokens")}
+    if not stats or not report.kept_tokens:
+        return ""
+    kept = report.kept_tokens
+    processed = sum(c.get("prompt_processed", c["prompt_tokens"]) for c in stats.values())
+    parts = []
+    for role, c in stats.items():
+        part = f"{role} {c.get('prompt_processed', c['prompt_tokens']) / kept:.2f}"
+        if not c.get("prompt_reported"):
+            part += " (server reports no cache hits: all sent)"
+        elif c["prompt_reported"] < c.get("completions", c["prompt_reported"]):
+            part += f" (cache reported in {c['prompt_reported']}/{c['completions']} answers)"
+        parts.append(part)
+    sent = sum(c["prompt_tokens"] for c in stats.values())
+    return (f"prompt tokens processed per kept token: {processed / kept:.2f} ({', '.join(parts)}; "
+            f"{sent / kept:.2f} sent)")
 
 
 def _first_reject(output: str) -> str:

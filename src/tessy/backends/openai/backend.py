@@ -25,6 +25,13 @@ retries and reads them. Promises, on top of `base.Backend`:
 - **Secrets**: the API key travels only in the `Authorization` header, URL userinfo only as Basic
   auth; `describe()`, log lines and exception messages show URLs redacted and run error text
   through `tessy.secrets.redact_text`.
+- **Cache-friendly requests on llama.cpp** (a server `probe` detects as llama.cpp or
+  llama-cpp-python): every request says `cache_prompt: true`, and, when the server's slot count
+  is known (`/props` `total_slots`, or the `slots` option), `id_slot`: each sequence keeps one
+  slot for its life (the least used slot when it first asks, freed by `release`), so its next
+  request finds its prefix in that slot's cache. llama-cpp-python has one context and no slots
+  (it ignores both fields): start it with `--cache true` so a sample's prefix survives the other
+  samples' requests.
 - **Live counters** in `stats`: requests, retries, faults by kind, replicas down, breaker trips,
   requests waiting for a server.
 """
@@ -65,7 +72,9 @@ class HTTPStats:
     retries: int = 0  # retries charged to a request's budget
     faults: dict[str, int] = field(default_factory=dict)  # faults seen, by kind ("timeout", "HTTP 503"…)
     context_errors: int = 0
-    prompt_tokens: int = 0  # context tokens sent
+    prompt_tokens: int = 0  # prompt tokens the servers counted (`usage`; else the context ids sent)
+    prompt_processed: int = 0  # of those, the ones the servers computed (not found in a prefix cache)
+    prompt_reported: int = 0  # answers that said how much of the prompt was cached
     completion_tokens: int = 0
     replicas_down: int = 0  # replicas whose breaker is open now
     breaker_trips: int = 0
@@ -116,6 +125,7 @@ class OpenAIHTTPBackend(Backend):
         max_sample_retries: int | None = None,
         backoff_s: float = 0.5,
         unavailable_wait_s: float = 300.0,
+        slots: int = 0,
         check: bool = True,
     ):
         if isinstance(urls, str):
@@ -159,6 +169,10 @@ class OpenAIHTTPBackend(Backend):
         self._slots: asyncio.Semaphore | None = None
         self._slots_loop: Any = None
         self._sleep = asyncio.sleep  # backoff waits (tests record them)
+        self.server = ""  # the server's kind, as `probe` tells it ("llama.cpp", "vllm", ...)
+        self.slots = max(0, int(slots or 0))  # llama.cpp slots per server (0: unknown, no id_slot)
+        self._slot_of: dict[str, int] = {}  # seq_id -> its llama.cpp slot
+        self._slot_use: list[int] = []  # sequences holding each slot
         logging.getLogger("httpx").setLevel(max(logging.getLogger("httpx").level, logging.WARNING))
         if check:
             self.check_ready()
@@ -192,6 +206,10 @@ class OpenAIHTTPBackend(Backend):
                 "served_root": self.served_root, "served_model_name": self.served_model_name,
                 "transport": self.transport, "max_context": self.max_context}
 
+    @property
+    def llama_cpp(self) -> bool:
+        return self.server in probe.LLAMA_CPP
+
     def check_ready(self) -> None:
         """Ask every replica what it serves, and (auto mode) which transport it speaks; see `probe`."""
         ready = probe.check_ready(
@@ -206,12 +224,15 @@ class OpenAIHTTPBackend(Backend):
             self.max_context = ready.max_model_len
         if ready.transport:
             self.transport, self._id_readback = ready.transport, ready.readback
+        self.server = ready.server
+        if ready.slots and not self.slots:
+            self.slots = ready.slots
 
     # ---- the interface -------------------------------------------------------------------------
 
     def request_body(self, context_ids: list[int], max_new_tokens: int, sampling: SamplingParams,
-                     stop_token_ids: frozenset[int]) -> dict[str, Any]:
-        """The JSON body of one completion request (the payload tests compare it exactly)."""
+                     stop_token_ids: frozenset[int], seq_id: str = "") -> dict[str, Any]:
+        """The JSON body of one completion request of `seq_id` (the payload tests compare it exactly)."""
         body: dict[str, Any] = {"model": self.served_model_name, "max_tokens": int(max_new_tokens),
                                 "temperature": float(sampling.temperature), "top_p": float(sampling.top_p)}
         if sampling.seed is not None:
@@ -240,6 +261,10 @@ class OpenAIHTTPBackend(Backend):
             elif self._id_readback == "logprobs":
                 body["logprobs"] = 0
                 body["return_tokens_as_token_ids"] = True
+        if self.llama_cpp:
+            body["cache_prompt"] = True
+            if self.slots and seq_id:
+                body["id_slot"] = self._slot(seq_id)
         body.update(self.extra_body)
         return body
 
@@ -257,14 +282,14 @@ class OpenAIHTTPBackend(Backend):
         while True:
             if n <= 0:
                 return Generation([], "", "length", time.perf_counter() - started)
-            body = self.request_body(context_ids, n, sampling, stop)
+            body = self.request_body(context_ids, n, sampling, stop, seq_id)
             outcome = await self._post(seq_id, body)
             if isinstance(outcome, str):  # a context-length refusal: learn the limit, ask for what fits
                 n = self._learn_context_limit(outcome, len(context_ids), n)
                 continue
             ids, text, finish = parse.parse_choice(outcome["choices"][0], self._id_readback, self.tokenizer, n, stop)
             self.stats.completions += 1
-            self.stats.prompt_tokens += len(context_ids)
+            self._count_prompt(outcome, len(context_ids))
             self.stats.completion_tokens += len(ids)
             return Generation(ids, text, finish, time.perf_counter() - started)
 
@@ -273,6 +298,20 @@ class OpenAIHTTPBackend(Backend):
 
     def release(self, seq_id: str) -> None:
         self.replicas.release(seq_id)
+        slot = self._slot_of.pop(seq_id, None)
+        if slot is not None and slot < len(self._slot_use):
+            self._slot_use[slot] -= 1
+
+    def _slot(self, seq_id: str) -> int:
+        """The llama.cpp slot of `seq_id`: the one it has, else the least used (lowest first)."""
+        slot = self._slot_of.get(seq_id)
+        if slot is None or slot >= self.slots:
+            if len(self._slot_use) != self.slots:
+                self._slot_use = (self._slot_use + [0] * self.slots)[: self.slots]
+            slot = min(range(self.slots), key=lambda i: self._slot_use[i])
+            self._slot_use[slot] += 1
+            self._slot_of[seq_id] = slot
+        return slot
 
     async def aclose(self) -> None:
         await self.replicas.aclose()
@@ -350,6 +389,17 @@ class OpenAIHTTPBackend(Backend):
     async def _ping(self, replica: Replica) -> bool:
         # Not the request timeout: a busy server may answer completions slowly and still be up.
         return await probe.ping(replica.url, self._headers, 10.0)
+
+    def _count_prompt(self, answer: dict, sent: int) -> None:
+        """Count a request's prompt tokens, and how many the server computed (see `parse.prompt_usage`)."""
+        total, processed = parse.prompt_usage(answer)
+        total = sent if total is None else total
+        self.stats.prompt_tokens += total
+        if processed is None:  # the server does not say: every prompt token counts as processed
+            self.stats.prompt_processed += total
+        else:
+            self.stats.prompt_reported += 1
+            self.stats.prompt_processed += min(total, processed)
 
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()

@@ -14,6 +14,10 @@ Owns the response shapes of vLLM, SGLang and llama.cpp. Promises:
 - **A stop is the last id** (`base.Backend` promises it): a server that stopped on a token it
   does not echo gets the stop id appended when there is room; else the finish is "length" and
   the model simply goes on next call.
+- **Prompt usage** (`prompt_usage`): the prompt tokens a server counted, and how many it
+  computed rather than found in its prefix cache, from vLLM's and SGLang's
+  `usage.prompt_tokens_details.cached_tokens` or llama.cpp's `timings.prompt_n`; None where the
+  answer does not say.
 - **Context-length errors are recognised** in the wording of vLLM, SGLang and llama.cpp, with the
   limit the server states when it states one.
 """
@@ -128,6 +132,23 @@ def parse_choice(choice: dict, readback: str, tokenizer: Any, n: int,
         else:  # no room (text re-tokenized longer) or no stop id known: the model goes on next call
             finish = "length"
     return ids, text, finish
+
+
+def prompt_usage(answer: dict) -> tuple[int | None, int | None]:
+    """(prompt tokens the server counted, of those the ones it computed) from an answer's `usage`
+    and `timings`; None for what it does not say."""
+    usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
+    total = usage.get("prompt_tokens")
+    total = int(total) if isinstance(total, int) and not isinstance(total, bool) and total >= 0 else None
+    timings = answer.get("timings")
+    if isinstance(timings, dict) and isinstance(timings.get("prompt_n"), int) and timings["prompt_n"] >= 0:
+        processed = timings["prompt_n"]  # llama.cpp: the prompt tokens it evaluated
+        return (processed if total is None else total), processed
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    if total is not None and isinstance(cached, int) and not isinstance(cached, bool) and cached >= 0:
+        return total, max(0, total - cached)
+    return total, None
 
 
 def error_message(content: bytes) -> str:

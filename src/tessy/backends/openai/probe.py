@@ -14,6 +14,11 @@ that went down answers again. Promises:
   `token_id:N`), `token_ids+text_out` when it takes ids but returns only text, `text` when it
   refuses ids (llama.cpp). All replicas must agree. Transient faults of the probe are retried
   like any request.
+- **Which server** (`Readiness.server`): "llama.cpp" when `GET /props` answers with
+  `total_slots` (llama.cpp's own `llama-server`; `slots` is the fewest any replica has) or the
+  model card is `owned_by` "llamacpp"; "llama-cpp-python" when the card is `owned_by` "me" or the
+  server refused a token-id prompt with a validation error; else the card's `owned_by` ("vllm",
+  "sglang", ...). `/props` is not asked of a server whose card says vLLM or SGLang.
 - `ping` (async) is the circuit breaker's probe: true when `GET /v1/models` answers 200.
 
 No message holds a credential: URLs are shown redacted and error text goes through
@@ -47,6 +52,16 @@ class Readiness:
     max_model_len: int | None  # the card's context length, when the server says
     transport: str  # "token_ids", "token_ids+text_out" or "text"; "" when not probed
     readback: str  # how ids come back: "return_token_ids", "logprobs" or "text"
+    server: str = ""  # "llama.cpp", "llama-cpp-python", "vllm", "sglang", ... ("" when unknown)
+    slots: int = 0  # llama.cpp: the server's slots (the fewest of any replica); 0 when unknown
+
+    @property
+    def llama_cpp(self) -> bool:
+        return self.server in LLAMA_CPP
+
+
+#: Server kinds that take llama.cpp's cache fields (`cache_prompt`, `id_slot`).
+LLAMA_CPP = ("llama.cpp", "llama-cpp-python")
 
 
 def check_ready(
@@ -67,6 +82,7 @@ def check_ready(
     import httpx
 
     wanted, root, max_len, modes = served_model_name, "", None, set()
+    kinds, slots = set(), []
     with httpx.Client(timeout=min(timeout_s, 30.0), headers=headers) as client:
         for replica in replicas:
             where = f"{role} server {replica.shown}"
@@ -100,35 +116,62 @@ def check_ready(
             root = root or card_root
             if isinstance(card.get("max_model_len"), int):
                 max_len = card["max_model_len"] if max_len is None else min(max_len, card["max_model_len"])
+            mode = None
             if probe_transport:
-                modes.add(_probe(client, replica, role, wanted, probe_ids, max_retries, backoff_s, secrets))
+                mode = _probe(client, replica, role, wanted, probe_ids, max_retries, backoff_s, secrets)
+                modes.add(mode[:2])
+            kind, n_slots = _server_kind(client, replica, str(card.get("owned_by") or ""),
+                                         mode is not None and mode[2])
+            kinds.add(kind)
+            if n_slots:
+                slots.append(n_slots)
     transport, readback = "", "return_token_ids"
     if modes:
         if len(modes) > 1:
             raise ServerNotReady(f"{role}: replicas differ in what they accept ({sorted(modes)}); "
                                  f"set --{role}.prompt-mode")
         transport, readback = modes.pop()
-    return Readiness(wanted, root, max_len, transport, readback)
+    server = kinds.pop() if len(kinds) == 1 else ""
+    return Readiness(wanted, root, max_len, transport, readback, server, min(slots) if slots else 0)
+
+
+def _server_kind(client: Any, replica: Any, owned_by: str, refused_validation: bool) -> tuple[str, int]:
+    """(the server's kind, its slots when llama.cpp says) from the card and `GET /props`."""
+    if owned_by in ("vllm", "sglang"):
+        return owned_by, 0
+    try:
+        resp = client.get(replica.url + "/props")
+        props = resp.json() if resp.status_code == 200 else None
+    except Exception:  # noqa: BLE001 - any failure: not llama-server
+        props = None
+    if isinstance(props, dict) and isinstance(props.get("total_slots"), int):
+        return "llama.cpp", max(0, props["total_slots"])
+    if owned_by == "llamacpp":
+        return "llama.cpp", 0
+    if owned_by == "me" or refused_validation:
+        return "llama-cpp-python", 0
+    return owned_by, 0
 
 
 def _probe(client: Any, replica: Any, role: str, model: str, ids: list[int], max_retries: int,
-           backoff_s: float, secrets: Sequence[str]) -> tuple[str, str]:
-    """One 1-token completion: does the server take token ids, and return them?"""
+           backoff_s: float, secrets: Sequence[str]) -> tuple[str, str, bool]:
+    """One 1-token completion: does the server take token ids, and return them? (transport,
+    readback, whether ids were refused with llama-cpp-python's validation error)"""
     body = {"model": model, "prompt": ids, "max_tokens": 1, "temperature": 0.0, "return_token_ids": True}
     status, choice = _probe_post(client, replica, role, body, max_retries, backoff_s, secrets)
     if status in (400, 422) or (status >= 500 and REFUSED_PROMPT.search(str(choice))):
-        return "text", "text"  # ids refused (llama.cpp answers with a validation error)
+        return "text", "text", bool(REFUSED_PROMPT.search(str(choice)))  # ids refused (llama.cpp)
     if status != 200:
         raise ServerNotReady(f"{role} server {replica.shown}: probe completion answered HTTP {status}: {choice}")
     if isinstance(choice.get("token_ids"), list):
-        return "token_ids", "return_token_ids"
+        return "token_ids", "return_token_ids", False
     body.update(logprobs=0, return_tokens_as_token_ids=True)
     status, choice = _probe_post(client, replica, role, body, max_retries, backoff_s, secrets)
     if status == 200 and ids_from_logprobs(choice) is not None:
-        return "token_ids", "logprobs"
+        return "token_ids", "logprobs", False
     log.warning("%s server %s takes token-id prompts but returns no token ids: its text is "
                 "tokenized locally", role, replica.shown)
-    return "token_ids+text_out", "text"
+    return "token_ids+text_out", "text", False
 
 
 def _probe_post(client: Any, replica: Any, role: str, body: dict, max_retries: int, backoff_s: float,
