@@ -24,6 +24,13 @@ its prefix cache and reports how much of a prompt it found there: "vllm" as
 `usage.prompt_tokens_details.cached_tokens`, "llama.cpp" as `timings.prompt_n` (tokens
 processed) and `tokens_cached`.
 
+Streaming (`stream: true`): the same answer as server-sent events over a chunked body, one event
+per token (`text` delta, `token_ids` / logprobs of that token when asked), then one with
+`finish_reason` (and llama.cpp's `timings`), a usage event when `stream_options.include_usage`,
+and `data: [DONE]`; `stream_delay_s` between events. A client that closes the connection
+mid-stream stops it: `counts["stream_cancelled"]`, and `streamed` lists how many token events
+each stream sent. `streaming=False` answers a stream request as if `stream` were not set.
+
 Every request is kept in `requests` (method, path, headers, parsed body) for payload tests.
 `stop()` then `start()` restarts it on the same port (a server that died and came back).
 Run `python -m tests.fake_openai_server --help` to serve it from its own process (benchmarks).
@@ -66,6 +73,9 @@ class FakeOpenAIServer:
         keep_requests: bool = True,
         total_slots: int | None = None,
         cache_style: str = "",
+        streaming: bool = True,
+        stream_delay_s: float = 0.0,
+        returns_token_ids: bool = True,
     ):
         self.model = model
         self.max_model_len = max_model_len
@@ -86,6 +96,10 @@ class FakeOpenAIServer:
         self.total_slots = total_slots
         self.cache_style = cache_style
         self.slot_cache: dict[int, list[int]] = {}  # slot -> its last prompt
+        self.streaming = streaming
+        self.returns_token_ids = returns_token_ids  # False: ignore `return_token_ids` (older vLLM)
+        self.stream_delay_s = stream_delay_s
+        self.streamed: list[int] = []  # token events sent, per stream
         self.random = random.Random(seed)
         self.injected: deque[str] = deque()
         self.requests: list[dict[str, Any]] = []
@@ -164,6 +178,7 @@ class FakeOpenAIServer:
                         key, value = line.split(":", 1)
                         headers[key.strip().lower()] = value.strip()
                 body = await reader.readexactly(int(headers.get("content-length", 0) or 0))
+                self._reader = reader
                 keep = await self._respond(writer, method, path, headers, body)
                 if not keep:
                     break
@@ -220,7 +235,57 @@ class FakeOpenAIServer:
             return False
         if fault == "malformed":
             return self._send_raw(writer, 200, b'{"id": "cmpl-x", "choices": [{"text": "unfinish')
-        return self._send(writer, *self._complete(body))
+        status, answer = self._complete(body)
+        if status == 200 and self.streaming and isinstance(body, dict) and body.get("stream"):
+            return await self._stream(writer, self._reader, body, answer)
+        return self._send(writer, status, answer)
+
+    async def _stream(self, writer, reader, body: dict, answer: dict) -> bool:
+        choice = answer["choices"][0]
+        ids = list(choice.get("token_ids") or [])
+        if not ids:  # the ids were not asked for: recover them from the logprobs or the script
+            ids = answer.pop("_ids")
+        answer.pop("_ids", None)
+        text_ids = ids[:-1] if choice["finish_reason"] == "stop" else ids
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+
+        def event(data: Any) -> None:
+            raw = b"data: " + (data if isinstance(data, bytes) else json.dumps(data).encode()) + b"\n\n"
+            writer.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n")
+
+        base = {key: answer[key] for key in ("id", "object", "created", "model")}
+        shown, sent = "", 0
+        self.streamed.append(0)
+        for index, token in enumerate(ids):
+            if self.stream_delay_s:
+                await asyncio.sleep(self.stream_delay_s)
+            if reader.at_eof() or writer.is_closing():
+                self.counts["stream_cancelled"] = self.counts.get("stream_cancelled", 0) + 1
+                return False
+            text = self.decode(text_ids[: index + 1]) if index < len(text_ids) else shown
+            delta = ""
+            if not text.endswith("\ufffd"):
+                delta, shown = text[len(shown):], text
+            part: dict[str, Any] = {"index": 0, "text": delta, "logprobs": None, "finish_reason": None}
+            if body.get("return_token_ids") and self.returns_token_ids:
+                part["token_ids"] = [token]
+            if body.get("logprobs") is not None and body.get("return_tokens_as_token_ids"):
+                part["logprobs"] = {"tokens": [f"token_id:{token}"], "token_logprobs": [0.0]}
+            event({**base, "choices": [part]})
+            self.streamed[-1] += 1
+            await writer.drain()
+        last = {"index": 0, "text": "", "logprobs": None, "finish_reason": choice["finish_reason"],
+                "stop_reason": choice["stop_reason"]}
+        final = {**base, "choices": [last]}
+        if "timings" in answer:
+            final["timings"] = answer["timings"]
+        event(final)
+        if (body.get("stream_options") or {}).get("include_usage"):
+            event({**base, "choices": [], "usage": answer["usage"]})
+        event(b"[DONE]")
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
 
     def _complete(self, body: Any) -> tuple[int, dict]:
         if not isinstance(body, dict) or "prompt" not in body:
@@ -253,14 +318,14 @@ class FakeOpenAIServer:
         text_ids = ids[:-1] if finish == "stop" else ids
         choice: dict[str, Any] = {"index": 0, "text": self.decode(text_ids), "logprobs": None,
                                   "finish_reason": finish, "stop_reason": stop_reason}
-        if body.get("return_token_ids"):
+        if body.get("return_token_ids") and self.returns_token_ids:
             choice["token_ids"] = ids
             choice["prompt_token_ids"] = prompt_ids
         if body.get("logprobs") is not None and body.get("return_tokens_as_token_ids"):
             choice["logprobs"] = {"text_offset": [0] * len(ids), "token_logprobs": [0.0] * len(ids),
                                   "tokens": [f"token_id:{i}" for i in ids], "top_logprobs": None}
         self.counts["answered"] += 1
-        answer = {"id": f"cmpl-{self.counts['completions']}", "object": "text_completion",
+        answer = {"_ids": ids, "id": f"cmpl-{self.counts['completions']}", "object": "text_completion",
                   "created": int(time.time()), "model": self.model, "choices": [choice],
                   "usage": {"prompt_tokens": len(prompt_ids), "total_tokens": len(prompt_ids) + len(ids),
                             "completion_tokens": len(ids), "prompt_tokens_details": None}}
@@ -276,6 +341,8 @@ class FakeOpenAIServer:
             else:
                 answer["timings"] = {"prompt_n": len(prompt_ids) - cached, "predicted_n": len(ids)}
                 answer["tokens_cached"] = cached
+        if not body.get("stream"):
+            answer.pop("_ids")
         return 200, answer
 
     def _send(self, writer, status: int, payload: dict, headers: dict | None = None) -> bool:

@@ -80,6 +80,10 @@ class ModelConfig:
                               min=0)
     unavailable_wait_s: float = option(300.0, "openai backend: seconds to wait while every server of this role is "
                                               "down (requests pause, spending no attempt) before the run stops.", gt=0)
+    stream: str = option("auto", "openai backend: stream tokens so a request stops at the predictor's cut: auto "
+                                 "(when a probe shows the server streams), on, off.", choices=("auto", "on", "off"))
+    slots: int = option(0, "openai backend: llama.cpp slots per server, for id_slot (0 = from /props when the "
+                           "server says).", min=0)
 
     def cross_checks(self) -> list[tuple[str, str]]:
         """(field, problem) pairs for rules across fields."""

@@ -11,6 +11,9 @@ Promises:
   until close; the connection is kept for the next request unless the server says `close`;
 - a response has httpx's attribute names (`status_code`, `headers.get`, `content`, `text`,
   `json()`), so callers handle both clients alike;
+- `open_stream` sends a request and reads only the head: its `StreamResponse` yields the body
+  line by line (server-sent events), each read bounded by `timeout_s`; `complete` says whether
+  the body was read to its end (only then may the connection serve another request);
 - failures raise `TransportError` (refused, reset, closed or garbled mid-response) or `Timeout`
   (the whole request took longer than `timeout_s`), and leave the connection closed; so does a
   `post` that is cancelled (`asyncio.CancelledError`) mid-exchange, whose answer would otherwise
@@ -89,6 +92,39 @@ class Connection:
         async with asyncio.timeout(self.connect_timeout_s):
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
 
+    async def open_stream(self, path: str, body: bytes) -> "StreamResponse":
+        """Send a POST and read the answer's head; the body is read through the result."""
+        request = (f"POST {self.prefix}{path} HTTP/1.1\r\n{self._head}Content-Length: {len(body)}\r\n\r\n"
+                   ).encode("latin-1").replace(b"Accept: application/json", b"Accept: text/event-stream") + body
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                if self._writer is None or self._reader.at_eof() or self._writer.is_closing():
+                    await self._connect()
+                self._writer.write(request)
+                version, status, headers = await self._read_head()
+        except BaseException as exc:
+            self.close()
+            raise _transport_error(exc, self.timeout_s) from None
+        return StreamResponse(self, version, status, headers)
+
+    async def _read_head(self) -> tuple[str, int, dict[str, str]]:
+        try:
+            head = await self._reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial:
+                raise TransportError("the server closed the connection without answering") from None
+            raise
+        lines = head.decode("latin-1").split("\r\n")
+        version, _, rest = lines[0].partition(" ")
+        if not version.startswith("HTTP/1."):
+            raise TransportError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            if line:
+                key, _, value = line.partition(":")
+                headers[key.strip().lower()] = value.strip()
+        return version, int(rest.split(" ", 1)[0]), headers
+
     async def _exchange(self, request: bytes) -> Response:
         self._writer.write(request)
         try:
@@ -129,6 +165,34 @@ class Connection:
             parts.append(await self._reader.readexactly(size))
             await self._reader.readexactly(2)
 
+    async def _body_parts(self, headers: dict[str, str]):
+        """The body as it arrives (Content-Length, chunked, or until close)."""
+        if "content-length" in headers:
+            left = int(headers["content-length"])
+            while left > 0:
+                part = await self._reader.read(min(left, 1 << 16))
+                if not part:
+                    raise TransportError("the connection closed mid-answer")
+                left -= len(part)
+                yield part
+        elif "chunked" in headers.get("transfer-encoding", "").lower():
+            while True:
+                size = int((await self._reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
+                if size == 0:
+                    while (await self._reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
+                        pass
+                    return
+                part = await self._reader.readexactly(size)
+                await self._reader.readexactly(2)
+                yield part
+        else:
+            headers["connection"] = "close"
+            while True:
+                part = await self._reader.read(1 << 16)
+                if not part:
+                    return
+                yield part
+
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
@@ -142,3 +206,65 @@ class Connection:
                 await writer.wait_closed()
             except OSError:
                 pass
+
+
+def _transport_error(exc: BaseException, timeout_s: float) -> BaseException:
+    """What a failed exchange raises: `Timeout`, `TransportError`, or the exception itself
+    (a cancellation, or anything unexpected)."""
+    if isinstance(exc, TimeoutError) and not isinstance(exc, Timeout):
+        return Timeout(f"no answer within {timeout_s:g}s")
+    if isinstance(exc, (Timeout, TransportError)):
+        return exc
+    if isinstance(exc, (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError)):
+        return TransportError(f"{type(exc).__name__}: {exc}")
+    return exc
+
+
+class StreamResponse:
+    """An answer whose body is read as it arrives (`Connection.open_stream`).
+
+    `lines()` yields the body's lines (bytes, without line ends); `read()` the whole body. Each
+    read waits at most the connection's `timeout_s`. A failure raises like `Connection.post` and
+    closes the connection; `complete` turns true once the body was read to its end, and the
+    connection is then closed unless it may be kept."""
+
+    def __init__(self, connection: Connection, version: str, status: int, headers: dict[str, str]):
+        self.connection, self.version = connection, version
+        self.status_code, self.headers = status, headers
+        self.complete = False
+        self.content = b""
+        self._parts = connection._body_parts(headers)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+    async def _next_part(self) -> bytes | None:
+        try:
+            async with asyncio.timeout(self.connection.timeout_s):
+                return await self._parts.__anext__()
+        except StopAsyncIteration:
+            self.complete = True
+            if self.headers.get("connection", "").lower() == "close" or self.version == "HTTP/1.0":
+                self.connection.close()
+            return None
+        except BaseException as exc:
+            self.connection.close()
+            raise _transport_error(exc, self.connection.timeout_s) from None
+
+    async def read(self) -> bytes:
+        parts = []
+        while (part := await self._next_part()) is not None:
+            parts.append(part)
+        self.content = b"".join(parts)
+        return self.content
+
+    async def lines(self):
+        buffer = b""
+        while (part := await self._next_part()) is not None:
+            buffer += part
+            *complete, buffer = buffer.split(b"\n")
+            for line in complete:
+                yield line.rstrip(b"\r")
+        if buffer:
+            yield buffer.rstrip(b"\r")

@@ -48,8 +48,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tessy.backends import http1
-from tessy.backends.base import Backend, Generation, SamplingParams
+from tessy.backends.base import Backend, Generation, SamplingParams, TokenStream
 from tessy.backends.openai import parse, probe
+from tessy.backends.openai.stream import HTTPTokenStream
 from tessy.backends.openai.replicas import Connector, Replica, ReplicaSet, base_url
 from tessy.backends.openai.retry import RetryPolicy, ServerError, fault_kind, is_retryable_status, retry_after
 from tessy.secrets import header_secrets, redact_text, redact_url
@@ -126,6 +127,7 @@ class OpenAIHTTPBackend(Backend):
         backoff_s: float = 0.5,
         unavailable_wait_s: float = 300.0,
         slots: int = 0,
+        stream: bool | None = None,
         check: bool = True,
     ):
         if isinstance(urls, str):
@@ -178,6 +180,8 @@ class OpenAIHTTPBackend(Backend):
             self.check_ready()
         if not self.transport:
             self.transport = "token_ids"
+        # Streaming: as configured, else when every replica streamed a probe request as asked.
+        self.streams_tokens = bool(stream) if stream is not None or not check else self._probe_stream()
         if not self.max_context:
             limit = getattr(self.tokenizer, "model_max_length", 0) or 0
             self.max_context = int(limit) if 0 < limit <= 10_000_000 else 4096
@@ -197,7 +201,8 @@ class OpenAIHTTPBackend(Backend):
             headers=dict(config.headers or {}), extra_body=dict(config.extra_body or {}),
             prompt_mode=config.prompt_mode, max_context=config.max_context,
             max_in_flight=config.max_in_flight, timeout_s=config.timeout_s, max_retries=config.max_retries,
-            unavailable_wait_s=config.unavailable_wait_s,
+            unavailable_wait_s=config.unavailable_wait_s, slots=getattr(config, "slots", 0),
+            stream={"on": True, "off": False}.get(getattr(config, "stream", "auto")),
         )
 
     def describe(self) -> dict[str, Any]:
@@ -293,6 +298,20 @@ class OpenAIHTTPBackend(Backend):
             self.stats.completion_tokens += len(ids)
             return Generation(ids, text, finish, time.perf_counter() - started)
 
+    def stream(
+        self,
+        seq_id: str,
+        context_ids: list[int],
+        max_new_tokens: int,
+        sampling: SamplingParams,
+        stop_token_ids: frozenset[int] = frozenset(),
+    ) -> TokenStream:
+        """`generate` as server-sent events, stopped when the caller closes it (see `stream`);
+        one chunk when this server does not stream (`streams_tokens` false)."""
+        if not self.streams_tokens:
+            return super().stream(seq_id, context_ids, max_new_tokens, sampling, stop_token_ids)
+        return HTTPTokenStream(self, seq_id, context_ids, max_new_tokens, sampling, stop_token_ids)
+
     def rollback(self, seq_id: str, length: int) -> None:
         """Nothing to do: the server's prefix cache keys on the ids sent with each request."""
 
@@ -368,6 +387,10 @@ class OpenAIHTTPBackend(Backend):
             else:
                 self.replicas.discard(connection)
         self.replicas.answered(replica)
+        return self._judge(replica, resp)
+
+    def _judge(self, replica: Replica, resp: Any) -> tuple[str, float | None, bool, dict | str | None]:
+        """A read answer: (fault, Retry-After, False, outcome or None), as `_send` returns."""
         status = resp.status_code
         if status == 200:
             data = parse.first_choice(resp.content)
@@ -383,6 +406,91 @@ class OpenAIHTTPBackend(Backend):
             return "", None, False, message
         raise ServerError(f"{self.role} server {replica.shown}: HTTP {status} (not retried): "
                           f"{self._redact(parse.snippet(message))}")
+
+    # ---- one streamed request ------------------------------------------------------------------
+
+    async def _open_stream(self, seq_id: str, body: dict[str, Any]) -> tuple | str:
+        """A streamed answer whose head said 200: (replica, connection, response, release), where
+        `release(reusable)` must be called once the stream is over; or the message of a
+        context-length refusal. Faults before the head are retried as in `_post`."""
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        attempt = 0
+        while True:
+            replica = await self.replicas.acquire(seq_id)
+            slots = self._semaphore()
+            await slots.acquire()
+            opened = None
+            try:
+                fault, server_says, connection_fault, opened = await self._send_stream(replica, payload, slots)
+            finally:
+                if not isinstance(opened, tuple):
+                    slots.release()
+            if opened is not None:
+                return opened
+            self._stream_fault(fault)
+            if connection_fault and await self.replicas.connection_failed(replica):
+                continue
+            attempt += 1
+            await self._stream_retry(seq_id, replica, attempt, fault, server_says)
+
+    async def _send_stream(self, replica: Replica, payload: bytes, slots: asyncio.Semaphore) -> tuple:
+        import httpx
+
+        self.stats.requests += 1
+        connection = self.replicas.take(replica)
+        complete = False
+        try:
+            if isinstance(connection, http1.Connection):
+                resp = await connection.open_stream("/v1/completions", payload)
+            else:
+                resp = _HttpxStream(connection)
+                await resp.open(payload)
+            if resp.status_code != 200:
+                await resp.read()
+            complete = True
+        except (httpx.TimeoutException, http1.Timeout) as exc:
+            return f"timeout ({type(exc).__name__})", None, True, None
+        except (httpx.TransportError, http1.TransportError) as exc:
+            return f"connection error ({type(exc).__name__}: {self._redact(exc)})", None, True, None
+        finally:
+            if not complete:
+                self.replicas.discard(connection)
+        self.replicas.answered(replica)
+        if resp.status_code == 200:
+            def release(reusable: bool) -> None:
+                slots.release()
+                if reusable:
+                    self.replicas.give_back(replica, connection)
+                else:
+                    self.replicas.discard(connection)
+            return "", None, False, (replica, connection, resp, release)
+        self.replicas.give_back(replica, connection)
+        return self._judge(replica, resp)
+
+    def _stream_fault(self, fault: str) -> None:
+        self.stats.faults[fault_kind(fault)] = self.stats.faults.get(fault_kind(fault), 0) + 1
+
+    async def _stream_retry(self, seq_id: str, replica: Replica, attempt: int, fault: str,
+                            server_says: float | None = None) -> None:
+        """Charge a retry (or raise `ServerError` past the bounds) and wait before it."""
+        bound = self.retry.charge(seq_id, attempt)
+        if bound is not None:
+            raise ServerError(f"{self.role} server {replica.shown}: gave up after {bound}; last error: {fault}")
+        self.stats.retries += 1
+        await self._sleep(self.retry.delay(attempt, server_says))
+
+    def _probe_stream(self) -> bool:
+        """Whether every replica streams a 2-token completion in the form this transport needs."""
+        ids = self.tokenizer.encode("Hello", add_special_tokens=False)[:1] or [0]
+        body = self.request_body(ids, 2, SamplingParams(temperature=0.0), frozenset())
+        body.pop("seed", None)
+        body["stream"] = True
+        ok = probe.probe_stream(self.replicas.replicas, body, headers=self._headers,
+                                timeout_s=min(self.timeout_s, 60.0),
+                                needs_ids=self._id_readback if self._id_readback != "text" else "")
+        log.info("%s: %s", self.role, "streams tokens (requests stop at the cut)" if ok else
+                 "the server does not stream as needed: each request generates all its tokens")
+        return ok
 
     # ---- internals -----------------------------------------------------------------------------
 
@@ -419,3 +527,31 @@ class OpenAIHTTPBackend(Backend):
                         self.role, limit, self.max_context)
             self.max_context = limit
         return limit - context_len
+
+
+class _HttpxStream:
+    """A streamed POST on a one-connection httpx client, shaped like `http1.StreamResponse`."""
+
+    def __init__(self, client: Any):
+        self.client, self.complete, self.content = client, False, b""
+        self._resp: Any = None
+
+    async def open(self, payload: bytes) -> None:
+        request = self.client.build_request("POST", "/v1/completions", content=payload,
+                                            headers={"Accept": "text/event-stream"})
+        self._resp = await self.client.send(request, stream=True)
+        self.status_code, self.headers = self._resp.status_code, self._resp.headers
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+    async def read(self) -> bytes:
+        self.content = await self._resp.aread()
+        self.complete = True
+        return self.content
+
+    async def lines(self):
+        async for line in self._resp.aiter_lines():
+            yield line.encode()
+        self.complete = True

@@ -19,6 +19,8 @@ that went down answers again. Promises:
   model card is `owned_by` "llamacpp"; "llama-cpp-python" when the card is `owned_by` "me" or the
   server refused a token-id prompt with a validation error; else the card's `owned_by` ("vllm",
   "sglang", ...). `/props` is not asked of a server whose card says vLLM or SGLang.
+- `probe_stream`: whether every replica answers a `stream: true` completion with server-sent
+  events that carry text (and the token ids, in the readback the transport needs).
 - `ping` (async) is the circuit breaker's probe: true when `GET /v1/models` answers 200.
 
 No message holds a credential: URLs are shown redacted and error text goes through
@@ -197,6 +199,39 @@ def _probe_post(client: Any, replica: Any, role: str, body: dict, max_retries: i
             time.sleep(random.uniform(0.0, min(MAX_BACKOFF_S, backoff_s * 2 ** attempt)))
     raise ServerNotReady(f"{role} server {replica.shown}: probe completion failed after {max_retries} "
                          f"retries: {detail}")
+
+
+def probe_stream(replicas: Sequence[Any], body: dict, *, headers: dict[str, str], timeout_s: float,
+                 needs_ids: str) -> bool:
+    """Whether each replica streams `body` as events with choices (and ids: `needs_ids` is
+    "return_token_ids" or "logprobs"; "" for text)."""
+    import httpx
+
+    for replica in replicas:
+        events = 0
+        try:
+            with httpx.Client(timeout=timeout_s, headers=headers) as client:
+                with client.stream("POST", replica.url + "/v1/completions", content=json.dumps(body)) as resp:
+                    if resp.status_code != 200 or "event-stream" not in resp.headers.get("content-type", ""):
+                        return False
+                    for line in resp.iter_lines():
+                        if not line.startswith("data:") or line[5:].strip() == "[DONE]":
+                            continue
+                        choices = json.loads(line[5:]).get("choices") or []
+                        if not choices or not isinstance(choices[0], dict):
+                            continue
+                        choice = choices[0]
+                        if needs_ids and (choice.get("text") or choice.get("finish_reason") is None):
+                            if needs_ids == "return_token_ids" and not isinstance(choice.get("token_ids"), list):
+                                return False
+                            if needs_ids == "logprobs" and ids_from_logprobs(choice) is None:
+                                return False
+                        events += 1
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return False
+        if not events:
+            return False
+    return True
 
 
 async def ping(url: str, headers: dict[str, str], timeout_s: float) -> bool:
