@@ -126,7 +126,9 @@ class EvalConfig(SplitConfig):
     """`tessy predictor eval`: token F1 of the style class and boundary accuracy, per predictor."""
 
     data: str = option("runs/predictor-data/annotations", "Annotations: `predictor annotate` folders or their records.jsonl, comma-separated.")
-    predictors: str = option("lexicon,chance", "Predictors to compare, comma-separated: lexicon, chance, or checkpoint folders (NAME=FOLDER to name one).")
+    predictors: str = option("lexicon,chance", "Predictors to compare, comma-separated: lexicon, chance, checkpoint folders, or "
+                                                  "annotations:FOLDER (another annotation of the same segments, e.g. an "
+                                                  "LLM's); NAME=SPEC names one.")
     split: str = option("test", "Which segments: test (held out by train), dev, train or all.",
                        choices=("test", "dev", "train", "all"))
     roles: str = option("", "Evaluate segments of these roles only (comma-separated; empty = both).")

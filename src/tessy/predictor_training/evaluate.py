@@ -17,6 +17,8 @@ piece taking the label of its first non-whitespace character (whitespace pieces 
   None or both fall within `tolerance` pieces of each other.
 - `chance`: labels each piece style with probability equal to the style rate of the scored
   pieces (seeded): what a predictor knowing only the class balance does.
+- `annotations:PATH`: another annotation of the same segments (an LLM annotator's, say) read as
+  a predictor, so an annotator is scored against hand labels under the same protocol.
 
 Results: `evaluate()` returns a dict (also written as JSON with `output`); `format_table` renders
 one row per predictor.
@@ -31,8 +33,8 @@ from pathlib import Path
 
 from tessy.predictors.base import BoundaryPredictor, SpanQuery, cut_index, fill_whitespace_verdicts, piece_bounds
 from tessy.predictor_training.config import EvalConfig
-from tessy.predictor_training.data import (char_mask, parse_roles, pieces_of, range_labels, read_annotations,
-                                            select_split, split_paths)
+from tessy.predictor_training.data import (char_mask, first_visible, parse_roles, pieces_of, range_labels,
+                                            read_annotations, select_split, split_paths)
 
 
 class ChancePredictor(BoundaryPredictor):
@@ -46,6 +48,27 @@ class ChancePredictor(BoundaryPredictor):
 
     async def label(self, query: SpanQuery) -> list[bool]:
         return [self.rng.random() < self.rate for _ in query.pieces]
+
+
+class AnnotationsPredictor(BoundaryPredictor):
+    """Labels pieces from another annotation of the same segment texts: each piece takes the
+    label of its first non-whitespace character there (capability where no annotation holds
+    the text)."""
+
+    name = "annotations"
+
+    def __init__(self, path: str):
+        self.masks = {a["text"]: char_mask(a["text"], a["spans"]) for a in read_annotations(path)}
+
+    async def label(self, query: SpanQuery) -> list[bool]:
+        seen = query.context + "".join(query.pieces)
+        mask = next((m for text, m in self.masks.items() if text.startswith(seen)), None)
+        labels, start = [], len(query.context)
+        for piece in query.pieces:
+            pos = first_visible(seen, start, start + len(piece))
+            labels.append(bool(mask and pos is not None and mask[pos]))
+            start += len(piece)
+        return labels
 
 
 def parse_predictors(spec: str) -> list[tuple[str, str]]:
@@ -169,7 +192,9 @@ async def evaluate_async(config: EvalConfig, predictors: dict[str, BoundaryPredi
     named = list(predictors.items()) if predictors else parse_predictors(config.predictors)
     for name, spec in named:
         predictor = spec if isinstance(spec, BoundaryPredictor) else (
-            ChancePredictor(rate, config.seed) if spec == "chance" else load_predictor(spec))
+            ChancePredictor(rate, config.seed) if spec == "chance"
+            else AnnotationsPredictor(spec.removeprefix("annotations:")) if spec.startswith("annotations:")
+            else load_predictor(spec))
         try:
             scores = await evaluate_predictor(predictor, items, config)
         finally:
