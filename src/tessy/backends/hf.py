@@ -129,6 +129,15 @@ class HFBackend(Backend):
         sampling: SamplingParams,
         stop_token_ids: frozenset[int] = frozenset(),
     ) -> Generation:
+        req = self._request(seq_id, context_ids, max_new_tokens, sampling, stop_token_ids)
+        self._submit(("gen", req))
+        new, finish = await req.future
+        text = self.tokenizer.decode(new, skip_special_tokens=False)
+        return Generation(new, text, finish, time.perf_counter() - req.started)
+
+    def _request(self, seq_id: str, context_ids: list[int], max_new_tokens: int, sampling: SamplingParams,
+                 stop_token_ids: frozenset[int]) -> "_Request":
+        """A checked request for the worker (the context and budget must fit the model)."""
         if not context_ids:
             raise ValueError("generate needs at least one context token")
         if len(context_ids) + max_new_tokens > self.max_context:
@@ -137,14 +146,8 @@ class HFBackend(Backend):
                 f"max_context={self.max_context} of {self.model_name}"
             )
         loop = asyncio.get_running_loop()
-        req = _Request(
-            seq_id, list(context_ids), max_new_tokens, sampling, frozenset(stop_token_ids),
-            loop.create_future(), loop, time.perf_counter(),
-        )
-        self._submit(("gen", req))
-        new, finish = await req.future
-        text = self.tokenizer.decode(new, skip_special_tokens=False)
-        return Generation(new, text, finish, time.perf_counter() - req.started)
+        return _Request(seq_id, list(context_ids), max_new_tokens, sampling, frozenset(stop_token_ids),
+                        loop.create_future(), loop, time.perf_counter())
 
     def stream(
         self,
@@ -154,18 +157,7 @@ class HFBackend(Backend):
         sampling: SamplingParams,
         stop_token_ids: frozenset[int] = frozenset(),
     ) -> TokenStream:
-        if not context_ids:
-            raise ValueError("generate needs at least one context token")
-        if len(context_ids) + max_new_tokens > self.max_context:
-            raise ValueError(
-                f"context of {len(context_ids)} tokens + {max_new_tokens} new tokens exceeds "
-                f"max_context={self.max_context} of {self.model_name}"
-            )
-        loop = asyncio.get_running_loop()
-        req = _Request(
-            seq_id, list(context_ids), max_new_tokens, sampling, frozenset(stop_token_ids),
-            loop.create_future(), loop, time.perf_counter(),
-        )
+        req = self._request(seq_id, context_ids, max_new_tokens, sampling, stop_token_ids)
         req.stream = _HFStream(req)
         self._submit(("gen", req))
         return req.stream
