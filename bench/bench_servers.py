@@ -1,0 +1,227 @@
+"""Benchmark: TESSY over two real servers on loopback, against the paper's lock-step schedule.
+
+One server per role (the CPU demo pair: SmolLM2-135M student, Gemma-3-270m teacher), the same
+HumanEval prompts for every method, fresh servers for each method (no prefix cache carried over):
+
+- `tessy`: tessy as it runs by default (streamed requests stopped at the cut, adaptive k, no
+  step barrier);
+- `tessy-no-stream`: the same without streaming or adaptive k (each step asks for all k tokens,
+  then cuts: the paper's generate-then-cut), still without a barrier;
+- `lockstep`: generate-then-cut with the paper's step barrier (`bench/lockstep.py`): all samples'
+  requests of a step go out together, the predictor runs once every answer is in;
+- `teacher-only`, `student-only`: one model writes the whole response (the upper bound on
+  kept tokens per second, no predictor).
+
+Servers (`--servers`):
+- `llama-server`: llama.cpp's own server (`--llama-server PATH`, or $LLAMA_SERVER, or on PATH;
+  `make llama-server` builds one into .venv/bin), `--slots` parallel slots with continuous
+  batching and its prompt cache (`cache_prompt`, `id_slot`; `timings.prompt_n` says how many
+  prompt tokens it computed);
+- `gpu-sim`: `bench/gpu_sim_server.py`, a scripted server whose loop charges a GPU-like cost per
+  step, per running request and per uncached prompt token (simulated time: it shows scheduling
+  effects at GPU-like concurrency, not a GPU's speed).
+
+Per method: kept tokens (student tokens in records) per minute, tokens generated per kept
+token, requests per kept token, prompt tokens the servers processed (and were sent) per kept
+token, predictor seconds per wall second, teacher share, k in effect, and the load average.
+
+Run on purpose (not a test):
+    python bench/bench_servers.py --servers llama-server --prompts 16 --max-tokens 128
+    python bench/bench_servers.py --servers gpu-sim --prompts 64 --concurrency 64
+    python bench/bench_servers.py --predictor runs/pred/predictor   # a token classifier
+Prints a table and writes bench/results/servers-<servers>.json. Quote ratios from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+METHODS = ("tessy", "tessy-no-stream", "lockstep", "teacher-only", "student-only")
+ROLES = ("student", "teacher")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 180.0) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url + "/v1/models", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"server at {url} not ready after {timeout_s}s:\n{log.read_text()[-3000:]}")
+
+
+def llama_server_binary(given: str) -> str:
+    found = given or os.environ.get("LLAMA_SERVER") or shutil.which("llama-server") \
+        or str(ROOT / ".venv" / "bin" / "llama-server")
+    if not Path(found).is_file():
+        raise SystemExit("llama-server not found: build it with `make llama-server`, or pass --llama-server PATH")
+    return found
+
+
+def server_command(kind: str, role: str, port: int, args) -> list[str]:
+    from tessy.models import DEMO_MODELS, STUDENT_DEMO, TEACHER_DEMO
+
+    alias = STUDENT_DEMO if role == "student" else TEACHER_DEMO
+    if kind == "llama-server":
+        return [llama_server_binary(args.llama_server), "-m", str(DEMO_MODELS[alias].gguf_path()), "-a", alias,
+                "--host", "127.0.0.1", "--port", str(port), "--parallel", str(args.slots),
+                "--ctx-size", str(args.slots * args.slot_context), "--threads", str(args.threads),
+                "--threads-batch", str(args.threads)]
+    # gpu-sim: the demo tokenizers' script, as bench_http's fake servers write it
+    from bench.bench_http import server_specs
+
+    spec = server_specs(stop_at=10**9)[ROLES.index(role)]
+    command = [sys.executable, "-m", "bench.gpu_sim_server", "--port", str(port)]
+    for key, value in {**spec, "model": alias, "max_model_len": args.slot_context}.items():
+        command += [f"--{key.replace('_', '-')}", str(value)]
+    return command
+
+
+@contextmanager
+def servers(kind: str, args, logs: Path):
+    """{role: url}: one fresh server per role, killed at the end."""
+    procs = []
+    try:
+        urls = {}
+        for role in ROLES:
+            port = free_port()
+            log = logs / f"{role}.log"
+            with open(log, "w") as out:
+                procs.append(subprocess.Popen(server_command(kind, role, port, args), stdout=out,
+                                              stderr=subprocess.STDOUT, cwd=ROOT))
+            urls[role] = f"http://127.0.0.1:{port}"
+            wait_ready(urls[role], procs[-1], log)
+        yield urls
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+def run_method(method: str, urls: dict[str, str], prompts: Path, folder: Path, args) -> dict:
+    from tessy.config import ModelConfig, SynthesizeConfig
+    from tessy.models import STUDENT_DEMO, TEACHER_DEMO
+    from tessy.records import read_records
+    from tessy.runner import build_engine, synthesize
+
+    paper_cut = method in ("tessy-no-stream", "lockstep")
+    roles = {role: ModelConfig(backend="openai", model=alias, url=urls[role], max_context=args.slot_context,
+                               max_in_flight=args.concurrency, predictor=args.predictor, k=args.k,
+                               stream="off" if paper_cut else "auto", adaptive_k=not paper_cut)
+             for role, alias in (("student", STUDENT_DEMO), ("teacher", TEACHER_DEMO))}
+    config = SynthesizeConfig(input=str(prompts), output=str(folder / method), max_tokens=args.max_tokens,
+                              max_answer_tokens=args.max_answer_tokens, concurrency=args.concurrency,
+                              method="tessy" if method in ("tessy-no-stream", "lockstep") else method,
+                              progress=False, **roles)
+    engine = build_engine(config)
+    lockstep = None
+    if method == "lockstep":
+        from bench.lockstep import LockStep
+
+        lockstep = LockStep(engine)
+    load = os.getloadavg()[0]
+    started = time.perf_counter()
+    report = synthesize(config, engine=engine)
+    wall = time.perf_counter() - started
+    records = list(read_records(folder / method / "records.jsonl"))
+    kept = sum(r["totals"]["tokens_student"] for r in records)
+    stats = report.server_stats
+
+    def per_kept(value: float) -> float | None:
+        return round(value / kept, 3) if kept else None
+
+    predictors = [engine.parties[role].predictor for role in ROLES if engine.parties[role].predictor is not None]
+    predictor_busy = sum(getattr(p, "predict_seconds", 0.0) for p in {id(p): p for p in predictors}.values())
+    return {
+        "method": method, "samples": len(records), "failed": report.failed, "wall_s": round(wall, 2),
+        "kept_tokens": kept, "kept_per_min": round(60 * kept / wall, 1) if wall else 0.0,
+        "generated_per_kept": per_kept(sum(r["totals"]["generated"] for r in records)),
+        "requests_per_kept": per_kept(sum(c.get("completions", 0) for c in stats.values())),
+        "prompt_processed_per_kept": per_kept(sum(c.get("prompt_processed", 0) for c in stats.values())),
+        "prompt_sent_per_kept": per_kept(sum(c.get("prompt_tokens", 0) for c in stats.values())),
+        "prompt_reported": sum(c.get("prompt_reported", 0) for c in stats.values()),
+        "predictor_busy_share": round(predictor_busy / wall, 3) if wall else 0.0,
+        "teacher_share": round(report.teacher_share, 3) if report.teacher_share is not None else None,
+        "k_used": report.k_used, "lockstep_steps": lockstep.steps if lockstep else None,
+        "load_at_start": round(load, 2), "load_at_end": round(os.getloadavg()[0], 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--servers", choices=("llama-server", "gpu-sim"), default="llama-server")
+    parser.add_argument("--llama-server", default="", help="path of llama.cpp's llama-server binary")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--max-answer-tokens", type=int, default=32)
+    parser.add_argument("--concurrency", type=int, default=8, help="samples in flight")
+    parser.add_argument("--slots", type=int, default=8, help="llama-server parallel slots per server")
+    parser.add_argument("--slot-context", type=int, default=1024, help="context tokens per slot")
+    parser.add_argument("--threads", type=int, default=1, help="llama-server threads per server")
+    parser.add_argument("--k", type=int, default=20)
+    parser.add_argument("--predictor", default="lexicon", help="lexicon or a token-classifier checkpoint folder")
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    os.chdir(ROOT)
+    from tessy.cli.demo import write_prompts
+
+    print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", file=sys.stderr)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        prompts = write_prompts(folder / "prompts.jsonl", args.prompts)
+        for method in args.methods.split(","):
+            (folder / "logs" / method).mkdir(parents=True)
+            with servers(args.servers, args, folder / "logs" / method) as urls:
+                rows.append(run_method(method, urls, prompts, folder, args))
+            print(f"{method}: {rows[-1]['samples']} samples in {rows[-1]['wall_s']:.0f}s", file=sys.stderr)
+    print_table(rows)
+    out = Path(args.out or ROOT / "bench" / "results" / f"servers-{args.servers}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"args": vars(args), "cpus": os.cpu_count(), "rows": rows}, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+def print_table(rows: list[dict]) -> None:
+    base = {row["method"]: row for row in rows}
+    columns = [("kept/min", "kept_per_min", ".0f"), ("gen/kept", "generated_per_kept", ".2f"),
+               ("req/kept", "requests_per_kept", ".3f"), ("prompt proc/kept", "prompt_processed_per_kept", ".2f"),
+               ("prompt sent/kept", "prompt_sent_per_kept", ".2f"), ("pred busy", "predictor_busy_share", ".1%"),
+               ("teacher", "teacher_share", ".1%")]
+    header = f"{'method':<17}{'samples':>8}" + "".join(f"{name:>18}" for name, _, _ in columns) + f"{'vs lockstep':>13}"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        cells = "".join(f"{format(row[key], spec) if row[key] is not None else '-':>18}" for _, key, spec in columns)
+        lock = base.get("lockstep", {}).get("kept_per_min")
+        ratio = f"{row['kept_per_min'] / lock:.2f}x" if lock else "-"
+        print(f"{row['method']:<17}{row['samples']:>8}{cells}{ratio:>13}")
+
+
+if __name__ == "__main__":
+    main()
