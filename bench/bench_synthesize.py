@@ -11,7 +11,8 @@ with the CPU demo pair, and reports:
 - predictor share: time spent in boundary predictors / wall time;
 - peak RSS of the process.
 
-Run on purpose (not a test): `python bench/bench_synthesize.py [--prompts 8 --max-tokens 128]`.
+Run on purpose (not a test): `python bench/bench_synthesize.py [--prompts 8 --max-tokens 128]
+[--predictor runs/pred/predictor]` (a token classifier instead of the lexicon).
 Prints a table and writes bench/results/synthesize.json. Quote ratios from one run; absolute
 times on shared machines are noise.
 """
@@ -31,9 +32,10 @@ from pathlib import Path
 METHODS = ("tessy", "teacher-only", "student-only")
 
 
-def run_one(method: str, prompts: int, max_tokens: int, concurrency: int) -> dict:
+def run_one(method: str, prompts: int, max_tokens: int, concurrency: int, predictor: str = "lexicon") -> dict:
     from tessy.cli.demo import write_prompts
-    from tessy.config import SynthesizeConfig
+    from tessy.config import ModelConfig, SynthesizeConfig
+    from tessy.models import STUDENT_DEMO, TEACHER_DEMO
     from tessy.records import read_records
     from tessy.runner import build_engine, synthesize
 
@@ -42,6 +44,8 @@ def run_one(method: str, prompts: int, max_tokens: int, concurrency: int) -> dic
         config = SynthesizeConfig(
             input=str(prompts_path), output=f"{folder}/run", method=method,
             max_tokens=max_tokens, concurrency=concurrency, progress=False,
+            student=ModelConfig(model=STUDENT_DEMO, predictor=predictor),
+            teacher=ModelConfig(model=TEACHER_DEMO, predictor=predictor),
         )
         engine = build_engine(config)  # loading is not part of the measured time
         started, cpu_started = time.perf_counter(), _cpu_seconds()
@@ -85,18 +89,20 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--predictor", default="lexicon", help="lexicon or a token-classifier checkpoint folder")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one method, print JSON
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "synthesize.json"))
     args = parser.parse_args()
     if not args.one:
         print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", file=sys.stderr)
     if args.one:
-        print(json.dumps(run_one(args.one, args.prompts, args.max_tokens, args.concurrency)))
+        print(json.dumps(run_one(args.one, args.prompts, args.max_tokens, args.concurrency, args.predictor)))
         return
     rows = []
     for method in args.methods.split(","):
         command = [sys.executable, __file__, "--one", method, "--prompts", str(args.prompts),
-                   "--max-tokens", str(args.max_tokens), "--concurrency", str(args.concurrency)]
+                   "--max-tokens", str(args.max_tokens), "--concurrency", str(args.concurrency),
+                   "--predictor", args.predictor]
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(output.strip().splitlines()[-1]))
         print(f"{method}: done in {rows[-1]['wall_s']:.1f}s", file=sys.stderr)

@@ -211,17 +211,11 @@ class SimServer(FakeOpenAIServer):
             if req.state == "cancelled" or writer.is_closing():
                 self.counts["stream_cancelled"] = self.counts.get("stream_cancelled", 0) + 1
                 return False
+            if req.produced > sent:  # admitted: its cached prefix is known
+                answer["usage"]["prompt_tokens_details"] = {"cached_tokens": req.cached}
             for index in range(sent, req.produced):
-                text = self.decode(text_ids[: index + 1]) if index < len(text_ids) else shown
-                delta = ""
-                if not text.endswith("\ufffd"):
-                    delta, shown = text[len(shown):], text
-                part: dict[str, Any] = {"index": 0, "text": delta, "logprobs": None, "finish_reason": None}
-                if body.get("return_token_ids") and self.returns_token_ids:
-                    part["token_ids"] = [ids[index]]
-                if body.get("logprobs") is not None and body.get("return_tokens_as_token_ids"):
-                    part["logprobs"] = {"tokens": [f"token_id:{ids[index]}"], "token_logprobs": [0.0]}
-                event({**base, "choices": [part]})
+                data, shown = self.token_event(body, answer, base, ids, text_ids, index, shown)
+                event(data)
                 self.streamed[-1] += 1
             sent = req.produced
             await writer.drain()
@@ -233,8 +227,8 @@ class SimServer(FakeOpenAIServer):
         event({**base, "choices": [{"index": 0, "text": "", "logprobs": None,
                                     "finish_reason": choice["finish_reason"], "stop_reason": choice["stop_reason"]}]})
         if (body.get("stream_options") or {}).get("include_usage"):
-            usage = {**answer["usage"], "prompt_tokens_details": {"cached_tokens": req.cached}}
-            event({**base, "choices": [], "usage": usage})
+            answer["usage"]["prompt_tokens_details"] = {"cached_tokens": req.cached}
+            event({**base, "choices": [], "usage": answer["usage"]})
         event(b"[DONE]")
         writer.write(b"0\r\n\r\n")
         await writer.drain()

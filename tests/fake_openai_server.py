@@ -27,8 +27,9 @@ processed) and `tokens_cached`.
 Streaming (`stream: true`): the same answer as server-sent events over a chunked body, one event
 per token (`text` delta, `token_ids` / logprobs of that token when asked), then one with
 `finish_reason` (and llama.cpp's `timings`), a usage event when `stream_options.include_usage`,
-and `data: [DONE]`; `stream_delay_s` between events. A client that closes the connection
-mid-stream stops it: `counts["stream_cancelled"]`, and `streamed` lists how many token events
+and `data: [DONE]`; `stream_delay_s` between events. Usage so far rides on every token event when
+asked (vLLM's `stream_options.continuous_usage_stats`, llama.cpp's `timings_per_token`). A client
+that closes the connection mid-stream stops it: `counts["stream_cancelled"]`, and `streamed` lists how many token events
 each stream sent. `streaming=False` answers a stream request as if `stream` were not set.
 
 Every request is kept in `requests` (method, path, headers, parsed body) for payload tests.
@@ -107,6 +108,7 @@ class FakeOpenAIServer:
         self.in_flight = 0  # completion requests being answered now, and the most seen at once
         self.max_in_flight_seen = 0
         self.intervals: list[tuple[float, float]] = []  # (start, end) of each completion request
+        self._answered_at = 0.0  # when the last plain answer was written
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -205,13 +207,16 @@ class FakeOpenAIServer:
         self.counts["completions"] += 1
         self.in_flight += 1
         self.max_in_flight_seen = max(self.max_in_flight_seen, self.in_flight)
-        started = time.perf_counter()
+        started = self._answered_at = time.perf_counter()
         try:
             return await self._completion(writer, body)
         finally:
             self.in_flight -= 1
             if self.keep_requests:
-                self.intervals.append((started, time.perf_counter()))
+                # Ends when the answer was written (nothing awaits in between): another thread may
+                # run between the write and here, and its requests must not seem to overlap this one.
+                end = self._answered_at if self._answered_at > started else time.perf_counter()
+                self.intervals.append((started, end))
 
     async def _completion(self, writer, body: Any) -> bool:
         fault = self.injected.popleft() if self.injected else None
@@ -256,22 +261,14 @@ class FakeOpenAIServer:
         base = {key: answer[key] for key in ("id", "object", "created", "model")}
         shown, sent = "", 0
         self.streamed.append(0)
-        for index, token in enumerate(ids):
+        for index in range(len(ids)):
             if self.stream_delay_s:
                 await asyncio.sleep(self.stream_delay_s)
             if reader.at_eof() or writer.is_closing():
                 self.counts["stream_cancelled"] = self.counts.get("stream_cancelled", 0) + 1
                 return False
-            text = self.decode(text_ids[: index + 1]) if index < len(text_ids) else shown
-            delta = ""
-            if not text.endswith("\ufffd"):
-                delta, shown = text[len(shown):], text
-            part: dict[str, Any] = {"index": 0, "text": delta, "logprobs": None, "finish_reason": None}
-            if body.get("return_token_ids") and self.returns_token_ids:
-                part["token_ids"] = [token]
-            if body.get("logprobs") is not None and body.get("return_tokens_as_token_ids"):
-                part["logprobs"] = {"tokens": [f"token_id:{token}"], "token_logprobs": [0.0]}
-            event({**base, "choices": [part]})
+            data, shown = self.token_event(body, answer, base, ids, text_ids, index, shown)
+            event(data)
             self.streamed[-1] += 1
             await writer.drain()
         last = {"index": 0, "text": "", "logprobs": None, "finish_reason": choice["finish_reason"],
@@ -286,6 +283,29 @@ class FakeOpenAIServer:
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         return True
+
+    def token_event(self, body: dict, answer: dict, base: dict, ids: list[int], text_ids: list[int], index: int,
+                    shown: str) -> tuple[dict, str]:
+        """The stream event of token `index`, and the text shown once it is sent. With vLLM's
+        `stream_options.continuous_usage_stats` it carries the usage so far; with llama.cpp's
+        `timings_per_token`, the timings (so a client that closes a stream early still knows
+        what the prompt cost)."""
+        text = self.decode(text_ids[: index + 1]) if index < len(text_ids) else shown
+        delta = ""
+        if not text.endswith("\ufffd"):
+            delta, shown = text[len(shown):], text
+        part: dict[str, Any] = {"index": 0, "text": delta, "logprobs": None, "finish_reason": None}
+        if body.get("return_token_ids") and self.returns_token_ids:
+            part["token_ids"] = [ids[index]]
+        if body.get("logprobs") is not None and body.get("return_tokens_as_token_ids"):
+            part["logprobs"] = {"tokens": [f"token_id:{ids[index]}"], "token_logprobs": [0.0]}
+        data = {**base, "choices": [part]}
+        if (body.get("stream_options") or {}).get("continuous_usage_stats") and "usage" in answer:
+            prompt = answer["usage"]["prompt_tokens"]
+            data["usage"] = {**answer["usage"], "completion_tokens": index + 1, "total_tokens": prompt + index + 1}
+        if body.get("timings_per_token") and "timings" in answer:
+            data["timings"] = {**answer["timings"], "predicted_n": index + 1}
+        return data, shown
 
     def _complete(self, body: Any) -> tuple[int, dict]:
         if not isinstance(body, dict) or "prompt" not in body:
@@ -346,6 +366,7 @@ class FakeOpenAIServer:
         return 200, answer
 
     def _send(self, writer, status: int, payload: dict, headers: dict | None = None) -> bool:
+        self._answered_at = time.perf_counter()
         return self._send_raw(writer, status, json.dumps(payload).encode(), headers)
 
     @staticmethod

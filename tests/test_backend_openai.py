@@ -807,7 +807,34 @@ def test_a_stopped_stream_closes_its_request_and_frees_its_slot(smol_tokenizer):
         assert body == {"model": "smol", "prompt": [5, 6, 7], "max_tokens": 6, "temperature": 0.5, "top_p": 0.9,
                         "seed": 11, "stop_token_ids": [2], "skip_special_tokens": False,
                         "spaces_between_special_tokens": False, "return_token_ids": True, "stream": True,
-                        "stream_options": {"include_usage": True}}
+                        "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
+
+
+@pytest.mark.parametrize("cache_style", ["vllm", "llama.cpp"])
+def test_a_stream_stopped_early_still_counts_what_its_prompt_cost(smol_tokenizer, cache_style):
+    """The usage on every event (continuous_usage_stats / timings_per_token) is what counts the
+    prompt of a stream closed at the cut; without it every prompt token would count as computed."""
+    script = smol_tokenizer.encode(SCRIPT, add_special_tokens=False)
+    with FakeOpenAIServer("smol", script=script, decode=smol_tokenizer.decode, stream_delay_s=0.02,
+                          cache_style=cache_style, **({"owned_by": "llamacpp", "total_slots": 1}
+                                                      if cache_style == "llama.cpp" else {})) as fake:
+        backend = make(fake, smol_tokenizer)
+        prompt = list(range(5, 45))
+
+        async def run():
+            await backend.generate("s/student", prompt, 4, SAMPLING, STOP)  # the server caches this prompt
+            before = backend.stats.prompt_tokens, backend.stats.prompt_processed
+            stream = backend.stream("s/student", prompt + [50, 51], 30, SAMPLING, STOP)
+            await stream.__anext__()
+            await stream.aclose()
+            return before, stream.finish_reason
+
+        (sent, processed), reason = asyncio.run(run())
+        assert reason == "cancelled"
+        assert backend.stats.prompt_tokens - sent == 42
+        assert backend.stats.prompt_processed - processed == 2  # only the two new tokens were computed
+        body = [r["body"] for r in completions(fake) if r["body"].get("stream")][-1]
+        assert body.get("timings_per_token", False) == (cache_style == "llama.cpp")
 
 
 def test_no_streaming_where_the_server_does_not_stream(server, smol_tokenizer):

@@ -142,8 +142,11 @@ def prompt_usage(answer: dict) -> tuple[int | None, int | None]:
     total = int(total) if isinstance(total, int) and not isinstance(total, bool) and total >= 0 else None
     timings = answer.get("timings")
     if isinstance(timings, dict) and isinstance(timings.get("prompt_n"), int) and timings["prompt_n"] >= 0:
-        processed = timings["prompt_n"]  # llama.cpp: the prompt tokens it evaluated
-        return (processed if total is None else total), processed
+        processed = timings["prompt_n"]  # llama.cpp: the prompt tokens it evaluated...
+        reused = timings.get("cache_n")  # ...and those it found in the slot's cache
+        if total is None and isinstance(reused, int) and not isinstance(reused, bool) and reused >= 0:
+            total = processed + reused
+        return total, processed
     details = usage.get("prompt_tokens_details")
     cached = details.get("cached_tokens") if isinstance(details, dict) else None
     if total is not None and isinstance(cached, int) and not isinstance(cached, bool) and cached >= 0:

@@ -78,8 +78,12 @@ class HTTPTokenStream(TokenStream):
                 return
             body = backend.request_body(self.context, n, self.sampling, self.stop, self.seq_id)
             body["stream"] = True
-            if not backend.llama_cpp:
-                body["stream_options"] = {"include_usage": True}
+            # The usage so far on every event, so a stream closed at the cut still counts what its
+            # prompt cost: llama.cpp's timings_per_token; vLLM's and SGLang's continuous_usage_stats.
+            if backend.llama_cpp:
+                body["timings_per_token"] = True
+            else:
+                body["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
             opened = await backend._open_stream(self.seq_id, body)
             if isinstance(opened, str):  # a context-length refusal
                 n = backend._learn_context_limit(opened, len(self.context), n)
@@ -169,7 +173,7 @@ class HTTPTokenStream(TokenStream):
                     self.generated = max(len(delivered), len(ids) if exact else
                                          len(tokenizer.encode(text, add_special_tokens=False)) if text else 0)
                     backend.stats.completions += 1
-                    backend._count_prompt({}, len(self.context))
+                    backend._count_prompt(usage or {}, len(self.context))
                     backend.stats.completion_tokens += self.generated
                 release(response.complete and not fault)
 
