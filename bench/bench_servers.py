@@ -23,7 +23,9 @@ Servers (`--servers`):
 
 Per method: kept tokens (student tokens in records) per minute, tokens generated per kept
 token, requests per kept token, prompt tokens the servers processed (and were sent) per kept
-token, predictor seconds per wall second, teacher share, k in effect, and the load average.
+token, predictor seconds per wall second, this process's CPU time per kept token (the client,
+engine and predictors: on a small machine they share the cores with the servers), teacher
+share, k in effect, and the load average.
 
 Run on purpose (not a test):
     python bench/bench_servers.py --servers llama-server --prompts 16 --max-tokens 128
@@ -144,9 +146,9 @@ def run_method(method: str, urls: dict[str, str], prompts: Path, folder: Path, a
 
         lockstep = LockStep(engine)
     load = os.getloadavg()[0]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     report = synthesize(config, engine=engine)
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     records = list(read_records(folder / method / "records.jsonl"))
     kept = sum(r["totals"]["tokens_student"] for r in records)
     stats = report.server_stats
@@ -165,6 +167,7 @@ def run_method(method: str, urls: dict[str, str], prompts: Path, folder: Path, a
         "prompt_sent_per_kept": per_kept(sum(c.get("prompt_tokens", 0) for c in stats.values())),
         "prompt_reported": sum(c.get("prompt_reported", 0) for c in stats.values()),
         "predictor_busy_share": round(predictor_busy / wall, 3) if wall else 0.0,
+        "client_cpu_ms_per_kept": round(1000 * cpu / kept, 2) if kept else None,
         "teacher_share": round(report.teacher_share, 3) if report.teacher_share is not None else None,
         "k_used": report.k_used, "lockstep_steps": lockstep.steps if lockstep else None,
         "load_at_start": round(load, 2), "load_at_end": round(os.getloadavg()[0], 2),
@@ -212,6 +215,7 @@ def print_table(rows: list[dict]) -> None:
     columns = [("kept/min", "kept_per_min", ".0f"), ("gen/kept", "generated_per_kept", ".2f"),
                ("req/kept", "requests_per_kept", ".3f"), ("prompt proc/kept", "prompt_processed_per_kept", ".2f"),
                ("prompt sent/kept", "prompt_sent_per_kept", ".2f"), ("pred busy", "predictor_busy_share", ".1%"),
+               ("client ms/kept", "client_cpu_ms_per_kept", ".2f"),
                ("teacher", "teacher_share", ".1%")]
     header = f"{'method':<17}{'samples':>8}" + "".join(f"{name:>18}" for name, _, _ in columns) + f"{'vs lockstep':>13}"
     print(header)

@@ -84,6 +84,34 @@ def test_scripted_records_identical_and_cheaper(smol_tokenizer, gemma_tokenizer,
         assert result.discarded == result.generated - kept
 
 
+class Counted(TokenLocal):
+    """TokenLocal, counting its calls; costly (the base default), so asked as a step's tokens double."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    async def label(self, query: SpanQuery) -> list[bool]:
+        self.calls += 1
+        return await super().label(query)
+
+
+class CountedCheap(Counted):
+    cheap = True  # asked at every arrival
+
+
+def test_a_costly_predictor_is_asked_as_the_tokens_double(smol_tokenizer, gemma_tokenizer):
+    engines = {cls: scripted_engine(smol_tokenizer, gemma_tokenizer, cls, k=20, max_tokens=120)
+               for cls in (CountedCheap, Counted)}
+    results = {cls: run_all(engine) for cls, engine in engines.items()}
+    assert [comparable(r) for r in results[Counted]] == [comparable(r) for r in results[CountedCheap]]
+    calls = {cls: sum(party.predictor.calls for party in engine.parties.values()) for cls, engine in engines.items()}
+    assert calls[Counted] < calls[CountedCheap], calls
+    # the price: a cut may be seen a little later, never more than the step's k tokens
+    generated = {cls: sum(r.generated for r in result) for cls, result in results.items()}
+    assert generated[CountedCheap] <= generated[Counted], generated
+
+
 def test_empty_handover_costs_few_tokens(smol_tokenizer, gemma_tokenizer):
     # The student writes capability at once: its span is cut to nothing, at its first token.
     fmt = PlainTestFormat()

@@ -23,7 +23,8 @@ Stopping at the cut: each step streams its tokens (`Engine.generate` with `on_to
 pieces so far are labelled as they arrive, and the request is stopped as soon as the cut is
 certain: the first wrong-kind token is there, the verdicts up to it can no longer change
 (`BoundaryPredictor.final_count`), the character after the cut is known, and a forced span has
-its word. The cut is then the one generating all the step's tokens would have given (for a
+its word. A costly predictor (a model, not `cheap` rules) is asked each time the step's tokens
+have doubled, and is handed all the tokens that arrived while it worked (`Engine._stream`). The cut is then the one generating all the step's tokens would have given (for a
 predictor whose `lookahead_chars` is truthful), so records do not depend on where a request
 stopped; only `generated` and `discarded` shrink. A predictor that cannot say (lookahead None), or
 a backend that cannot stream, gives the paper's generate-then-cut.
@@ -189,6 +190,9 @@ class Step:
         self.context = state.section_text(section) + span.pieces.text
         self._labelled: tuple[int, list[bool]] | None = None  # (usable, labels) last computed
         self.certain = False  # the cut was certain before the step's tokens were all there
+        predictor = engine.parties[span.role].predictor
+        self.label_every_arrival = predictor is None or predictor.cheap
+        self._next_check = 1  # tokens this step must hold before a costly predictor is asked again
 
     def end(self) -> tuple[int | None, int]:
         """Where the section (or response) ends in the span's text, and the tokens before it."""
@@ -211,6 +215,11 @@ class Step:
         end, usable = self.end()
         if end is not None:
             return True  # the model ended the section: nothing after the end is used
+        received = len(self.span.pieces) - self.start
+        if not self.label_every_arrival:
+            if received < self._next_check:
+                return False
+            self._next_check = 2 * received
         self.certain = self.cut_is_certain(await self.labels(usable))
         return self.certain
 

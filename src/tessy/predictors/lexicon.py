@@ -193,6 +193,7 @@ class LexiconPredictor(BoundaryPredictor):
 
     name = "lexicon"
     lookahead_chars = LOOKAHEAD_CHARS
+    cheap = True
 
     def __init__(self, context_chars: int = 200):
         if context_chars < 0:
