@@ -23,8 +23,10 @@ Stopping at the cut: each step streams its tokens (`Engine.generate` with `on_to
 pieces so far are labelled as they arrive, and the request is stopped as soon as the cut is
 certain: the first wrong-kind token is there, the verdicts up to it can no longer change
 (`BoundaryPredictor.final_count`), the character after the cut is known, and a forced span has
-its word. A costly predictor (a model, not `cheap` rules) is asked each time the step's tokens
-have doubled, and is handed all the tokens that arrived while it worked (`Engine._stream`). The cut is then the one generating all the step's tokens would have given (for a
+its word. A costly predictor (a model, not `cheap` rules) is asked at the step's first and second
+token (an empty hand-over), then where the role's recent turns ended (`Engine.typical_turn`), then
+each time the step's tokens have doubled, and is handed all the tokens that arrived while it
+worked (`Engine._stream`). The cut is then the one generating all the step's tokens would have given (for a
 predictor whose `lookahead_chars` is truthful), so records do not depend on where a request
 stopped; only `generated` and `discarded` shrink. A predictor that cannot say (lookahead None), or
 a backend that cannot stream, gives the paper's generate-then-cut.
@@ -192,7 +194,11 @@ class Step:
         self.certain = False  # the cut was certain before the step's tokens were all there
         predictor = engine.parties[span.role].predictor
         self.label_every_arrival = predictor is None or predictor.cheap
-        self._next_check = 1  # tokens this step must hold before a costly predictor is asked again
+        # Tokens this step must hold before a costly predictor is asked (again): 1 and 2 (a span cut
+        # to nothing is seen there), then about where this role's turns have recently ended (a
+        # teacher whose turns outlast k is asked a third time only at the end), then doubling.
+        self._next_check = 1
+        self._typical_turn = engine.typical_turn(span.role, window)
 
     def end(self) -> tuple[int | None, int]:
         """Where the section (or response) ends in the span's text, and the tokens before it."""
@@ -219,7 +225,7 @@ class Step:
         if not self.label_every_arrival:
             if received < self._next_check:
                 return False
-            self._next_check = 2 * received
+            self._next_check = 2 * received if received < 2 else max(2 * received, self._typical_turn)
         self.certain = self.cut_is_certain(await self.labels(usable))
         return self.certain
 

@@ -185,6 +185,12 @@ class Engine:
         self.requests[role][1] += 1
         return size
 
+    def typical_turn(self, role: str, window: int) -> int:
+        """Where a step of `role` is first worth labelling with a costly predictor: the mean
+        length of its recent turns, between 1 and `window` (1 before any turn has ended)."""
+        lengths = self.span_lengths[role]
+        return min(window, max(1, sum(lengths) // len(lengths))) if lengths else 1
+
     def note_turn(self, role: str, kept: int) -> None:
         """A cooperative turn of `role` ended with `kept` tokens (adaptive k learns from it)."""
         self.span_lengths[role].append(kept)
