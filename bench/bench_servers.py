@@ -1,6 +1,7 @@
 """Benchmark: TESSY over two real servers on loopback, against the paper's lock-step schedule.
 
-One server per role (the CPU demo pair: SmolLM2-135M student, Gemma-3-270m teacher), the same
+One server per role (the CPU demo pair: SmolLM2-135M student, Gemma-3-270m teacher; `--pair qwen`:
+the Qwen2.5-Coder 0.5B/1.5B pair with its voices, as `tessy demo --pair qwen` runs it), the same
 HumanEval prompts for every method, fresh servers for each method (no prefix cache carried over):
 
 - `tessy`: tessy as it runs by default (streamed requests stopped at the cut, adaptive k, no
@@ -84,10 +85,17 @@ def llama_server_binary(given: str) -> str:
     return found
 
 
-def server_command(kind: str, role: str, port: int, args) -> list[str]:
-    from tessy.models import DEMO_MODELS, STUDENT_DEMO, TEACHER_DEMO
+def pair_models(args) -> dict[str, str]:
+    from tessy.cli.demo import PAIRS
 
-    alias = STUDENT_DEMO if role == "student" else TEACHER_DEMO
+    pair = PAIRS[args.pair]
+    return {"student": pair.student, "teacher": pair.teacher}
+
+
+def server_command(kind: str, role: str, port: int, args) -> list[str]:
+    from tessy.models import DEMO_MODELS
+
+    alias = pair_models(args)[role]
     if kind == "llama-server":
         return [llama_server_binary(args.llama_server), "-m", str(DEMO_MODELS[alias].gguf_path()), "-a", alias,
                 "--host", "127.0.0.1", "--port", str(port), "--parallel", str(args.slots),
@@ -125,16 +133,18 @@ def servers(kind: str, args, logs: Path):
 
 
 def run_method(method: str, urls: dict[str, str], prompts: Path, folder: Path, args) -> dict:
+    from tessy.cli.demo import PAIRS
     from tessy.config import ModelConfig, SynthesizeConfig
-    from tessy.models import STUDENT_DEMO, TEACHER_DEMO
     from tessy.records import read_records
     from tessy.runner import build_engine, synthesize
 
+    pair = PAIRS[args.pair]
     paper_cut = method in ("tessy-no-stream", "lockstep")
     roles = {role: ModelConfig(backend="openai", model=alias, url=urls[role], max_context=args.slot_context,
                                max_in_flight=args.concurrency, predictor=args.predictor, k=args.k,
+                               format=pair.format, voice=pair.student_voice if role == "student" else pair.teacher_voice,
                                stream="off" if paper_cut else "auto", adaptive_k=not paper_cut)
-             for role, alias in (("student", STUDENT_DEMO), ("teacher", TEACHER_DEMO))}
+             for role, alias in pair_models(args).items()}
     config = SynthesizeConfig(input=str(prompts), output=str(folder / method), max_tokens=args.max_tokens,
                               max_answer_tokens=args.max_answer_tokens, concurrency=args.concurrency,
                               method="tessy" if method in ("tessy-no-stream", "lockstep") else method,
@@ -178,6 +188,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--servers", choices=("llama-server", "gpu-sim"), default="llama-server")
     parser.add_argument("--llama-server", default="", help="path of llama.cpp's llama-server binary")
+    parser.add_argument("--pair", choices=("demo", "qwen"), default="demo",
+                        help="llama-server: the demo pair, or the Qwen2.5-Coder pair of `tessy demo --pair qwen` "
+                             "(needs `make pair`)")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=128)
@@ -190,6 +203,8 @@ def main() -> None:
     parser.add_argument("--predictor", default="lexicon", help="lexicon or a token-classifier checkpoint folder")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
+    if args.servers == "gpu-sim" and args.pair != "demo":
+        parser.error("--servers gpu-sim writes the demo pair's script: use --pair demo")
     os.chdir(ROOT)
     from tessy.cli.demo import write_prompts
 
