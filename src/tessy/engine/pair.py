@@ -28,7 +28,6 @@ from tessy.engine.decode import Meter, Pieces, Written, write_until
 from tessy.engine.state import (OTHER, STUDENT, TEACHER, Limits, PairError, Party, PromptTooLong, SampleResult,
                                 SampleState, Span, sample_seed)
 from tessy.predictors.base import SpanQuery
-
 from tessy.voices import with_voice
 
 #: The fewest tokens an adaptive-k request asks for.

@@ -43,8 +43,8 @@ class BoundaryPredictor(ABC):
     #: Non-whitespace characters after a piece that can still change its verdict (None: unknown).
     lookahead_chars: int | None = None
     #: Whether a call costs next to nothing (rules, not a model). A streamed step labels its
-    #: tokens at every arrival with a cheap predictor; otherwise when the tokens it holds have
-    #: doubled (1, 2, 4, 8, ...), so a step of k tokens costs about log2(k) calls, not k.
+    #: tokens at every arrival with a cheap predictor; a costly one is asked a few times per step
+    #: (`tessy.engine.cooperative.Step.arrived`), about log2(k) calls at most, not k.
     cheap: bool = False
 
     @abstractmethod
