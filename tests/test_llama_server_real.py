@@ -1,0 +1,76 @@
+"""The HTTP backend against llama.cpp's own server (`llama-server`, built by `make llama-server`;
+skipped without it): each sequence keeps its slot, so a follow-up request computes only its new
+tokens, and a stream closed early still counts what its prompt cost (`timings_per_token`)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_servers import free_port, wait_ready  # noqa: E402
+
+BINARY = os.environ.get("LLAMA_SERVER") or str(ROOT / ".venv" / "bin" / "llama-server")
+
+pytestmark = [pytest.mark.real_models,
+              pytest.mark.skipif(not Path(BINARY).is_file(), reason="llama-server not built (make llama-server)")]
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory):
+    from tessy.models import DEMO_MODELS, STUDENT_DEMO
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([BINARY, "-m", str(DEMO_MODELS[STUDENT_DEMO].gguf_path()), "-a", STUDENT_DEMO,
+                                 "--host", "127.0.0.1", "--port", str(port), "--parallel", "2", "--ctx-size", "2048",
+                                 "--threads", "1"], stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc, log)
+        yield url
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+def test_slots_keep_the_prefix_cache_and_stopped_streams_count_their_prompt(server_url, smol_tokenizer):
+    from tessy.backends.base import SamplingParams
+    from tessy.backends.openai import OpenAIHTTPBackend
+
+    backend = OpenAIHTTPBackend("smollm2-135m-instruct", server_url, role="student", tokenizer=smol_tokenizer)
+    sampling, stop = SamplingParams(seed=1), frozenset({smol_tokenizer.eos_token_id})
+
+    async def run():
+        contexts = {seq: smol_tokenizer.encode(f"Explain step by step how to add {seq} numbers.",
+                                               add_special_tokens=False) for seq in ("a", "b")}
+        computed = []
+        for _ in range(3):  # two sequences taking turns: each stays on its own slot
+            for seq, context in contexts.items():
+                before = backend.stats.prompt_processed
+                generation = await backend.generate(seq, context, 8, sampling, stop)
+                computed.append(backend.stats.prompt_processed - before)
+                contexts[seq] = context + list(generation.token_ids)[:5]
+        sent, before = backend.stats.prompt_tokens, backend.stats.prompt_processed
+        stream = backend.stream("a", contexts["a"] + smol_tokenizer.encode(" So", add_special_tokens=False), 30,
+                                sampling, stop)
+        await stream.__anext__()
+        await stream.aclose()
+        streamed = (backend.stats.prompt_tokens - sent, backend.stats.prompt_processed - before, stream.finish_reason)
+        await backend.aclose()
+        return computed, streamed
+
+    computed, (sent, processed, reason) = asyncio.run(run())
+    assert backend.server == "llama.cpp" and backend.slots == 2
+    assert computed[0] > 5 and computed[1] > 5  # first requests compute their whole prompt
+    assert all(n <= 2 for n in computed[2:]), computed  # later ones only what the slot does not hold
+    assert reason == "cancelled" and sent > 20 and processed <= 3, (sent, processed)
+    assert backend.stats.prompt_reported == backend.stats.completions == 7
