@@ -27,9 +27,9 @@ its word. The cut is then the one generating all the step's tokens would have gi
 predictor whose `lookahead_chars` is truthful), so records do not depend on where a request
 stopped; only `generated` and `discarded` shrink. A costly predictor (a model, not `cheap`
 rules) is asked at the step's first and second token (an empty hand-over), then where the role's
-recent turns ended (`Engine.typical_turn`), then each time the step's tokens have doubled, and is
-handed all the tokens that arrived while it worked (`Engine._stream`). A predictor that cannot
-say (lookahead None), or a backend that cannot stream, gives the paper's generate-then-cut.
+recent turns ended (`Engine.typical_turn`), then each time the step's tokens have doubled. A
+predictor that cannot say (lookahead None), or a backend that cannot stream, gives the paper's
+generate-then-cut.
 
 How a sample ends (`FINISH_REASONS`): "stop" (a model ended the response, or the thinking ended
 and the student's answer stopped); "length" (the budget in `Limits`, never exceeded: each step

@@ -17,7 +17,6 @@ Promises:
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections import deque
@@ -130,44 +129,22 @@ class Engine:
                       on_tokens: Callable[[list[int], bool], Awaitable[bool]]) -> tuple[list[int], str, int]:
         """One streamed request, stopped where `on_tokens` says: (ids seen, finish reason, generated).
 
-        The stream is read by its own task while `on_tokens` runs (it labels the tokens: a token
-        classifier may take longer than the model takes per token), and every call is handed all
-        the tokens that arrived meanwhile: the predictor runs once per batch of arrivals, not once
-        per token, and the request stops no later than the first verdict that makes the cut certain."""
+        Chunks are handed over as the backend yields them and the next is read only after
+        `on_tokens` returns, so over HTTP where a request stops (and so `generated`) does not
+        depend on timing. (Reading ahead while a predictor works would save a costly predictor
+        some calls, but make those counts differ from run to run; `Step.arrived` asks a costly
+        predictor only a few times per step instead.)"""
         stop_ids = party.stop_ids()
         stream = party.backend.stream(sequence, context, n, sampling, stop_ids)
-        arrivals: asyncio.Queue[list[int] | None] = asyncio.Queue()
-
-        async def read() -> None:
-            try:
-                async for chunk in stream:
-                    arrivals.put_nowait(chunk)
-            finally:
-                arrivals.put_nowait(None)  # the end (also after an error, which `reader` then raises)
-
-        reader = asyncio.create_task(read())
         ids: list[int] = []
         try:
-            ended = False
-            while not ended:
-                chunk = await arrivals.get()
-                ended = chunk is None
-                chunk = chunk or []
-                while not ended and not arrivals.empty():
-                    more = arrivals.get_nowait()
-                    ended = more is None
-                    chunk += more or []
-                if ended:
-                    await reader  # a failed request raises here
+            async for chunk in stream:
                 ids += chunk
                 stopped = bool(ids) and ids[-1] in stop_ids  # a stop token is always the last one
-                done = ended or stopped or len(ids) >= n
-                if chunk and await on_tokens(chunk[:-1] if stopped else chunk, done) and not done:
+                done = stopped or len(ids) >= n
+                if await on_tokens(chunk[:-1] if stopped else chunk, done) and not done:
                     break
         finally:
-            if not reader.done():
-                reader.cancel()
-                await asyncio.gather(reader, return_exceptions=True)
             await stream.aclose()
         return ids, stream.finish_reason or "length", max(stream.generated, len(ids))
 
