@@ -7,15 +7,13 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.bench_servers import free_port, wait_ready
 
-from bench.bench_servers import free_port, wait_ready  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 BINARY = os.environ.get("LLAMA_SERVER") or str(ROOT / ".venv" / "bin" / "llama-server")
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
+
+from bench.bench_servers import free_port, wait_ready
 
 pytestmark = [
     pytest.mark.real_models,
@@ -32,26 +31,6 @@ PROMPTS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, log_path: str, timeout_s: float = 120.0) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"llama.cpp server exited with {proc.returncode}:\n{open(log_path).read()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url + "/v1/models", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"llama.cpp server at {url} not ready after {timeout_s}s:\n{open(log_path).read()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def llama_servers(tmp_path_factory):
     """{role: url}: one llama.cpp server per demo model, killed at teardown."""
@@ -62,15 +41,15 @@ def llama_servers(tmp_path_factory):
     procs, urls = [], {}
     try:
         for role, alias in (("student", STUDENT_DEMO), ("teacher", TEACHER_DEMO)):
-            port = _free_port()
-            log_path = str(logs / f"{role}.log")
+            port = free_port()
+            log_path = logs / f"{role}.log"
             cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(DEMO_MODELS[alias].gguf_path()),
                    "--model_alias", alias, "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
                    "--n_threads", "2", "--verbose", "false"]
             with open(log_path, "w") as log:
                 procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
             urls[role] = f"http://127.0.0.1:{port}"
-            _wait_ready(urls[role], procs[-1], log_path)
+            wait_ready(urls[role], procs[-1], log_path, timeout_s=120.0)
         yield urls
     finally:
         for proc in procs:
