@@ -147,7 +147,7 @@ def run_method(method: str, urls: dict[str, str], prompts: Path, folder: Path, a
              for role, alias in pair_models(args).items()}
     config = SynthesizeConfig(input=str(prompts), output=str(folder / method), max_tokens=args.max_tokens,
                               max_answer_tokens=args.max_answer_tokens, concurrency=args.concurrency,
-                              method="tessy" if method in ("tessy-no-stream", "lockstep") else method,
+                              method="tessy" if paper_cut else method,
                               progress=False, **roles)
     engine = build_engine(config)
     lockstep = None

@@ -40,14 +40,14 @@ import argparse
 import asyncio
 import json
 import sys
-import threading
 from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/ when run as a script
 
-from tests.fake_openai_server import FakeOpenAIServer  # noqa: E402
+from tests.fake_openai_server import (FakeOpenAIServer, add_script_arguments, script_options,  # noqa: E402
+                                      serve_until_killed)
 
 STATS = ("steps", "busy_s", "generated_tokens", "prefill_tokens", "cached_tokens", "requests",
          "cancelled", "max_running")
@@ -238,13 +238,7 @@ class SimServer(FakeOpenAIServer):
 def main() -> None:
     parser = argparse.ArgumentParser(description="Serve the GPU-cost simulating server until killed; "
                                                  "prints its port on the first line.")
-    parser.add_argument("--model", default="fake-model")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--script", default="", help="comma-separated token ids the model cycles through")
-    parser.add_argument("--stop-id", type=int, default=None)
-    parser.add_argument("--stop-at", type=int, default=10**9, help="answer the stop id once a prompt is this long")
-    parser.add_argument("--max-model-len", type=int, default=1 << 20)
-    parser.add_argument("--seed", type=int, default=0)
+    add_script_arguments(parser)
     parser.add_argument("--step-ms", type=float, default=8.0, help="fixed cost of each engine step")
     parser.add_argument("--decode-us-per-token", type=float, default=300.0, help="per running request, per step")
     parser.add_argument("--prefill-us-per-token", type=float, default=30.0, help="per uncached prompt token")
@@ -253,19 +247,10 @@ def main() -> None:
     parser.add_argument("--block-size", type=int, default=16, help="prefix cache block (tokens)")
     args = parser.parse_args()
     server = SimServer(
-        args.model, max_model_len=args.max_model_len, stop_id=args.stop_id, stop_at=args.stop_at,
-        script=[int(i) for i in args.script.split(",")] if args.script else None, seed=args.seed,
-        step_ms=args.step_ms, decode_us_per_token=args.decode_us_per_token,
+        args.model, **script_options(args), step_ms=args.step_ms, decode_us_per_token=args.decode_us_per_token,
         prefill_us_per_token=args.prefill_us_per_token, max_batch=args.max_batch,
         cache_tokens=args.cache_tokens, block_size=args.block_size)
-    server.port = args.port
-    server.start()
-    print(server.port, flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-
+    serve_until_killed(server, args.port)
 
 if __name__ == "__main__":
     main()

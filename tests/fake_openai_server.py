@@ -383,33 +383,48 @@ def _error(message: str, kind: str, code: int) -> dict:
     return {"object": "error", "message": message, "type": kind, "param": None, "code": code}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Serve the fake vLLM-shaped server until killed; "
-                                                 "prints its port on the first line.")
+def add_script_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every scripted server process takes (this one and bench/gpu_sim_server.py)."""
     parser.add_argument("--model", default="fake-model")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--script", default="", help="comma-separated token ids the model cycles through")
     parser.add_argument("--stop-id", type=int, default=None)
     parser.add_argument("--stop-at", type=int, default=10**9, help="answer the stop id once a prompt is this long")
-    parser.add_argument("--fault-rate", type=float, default=0.0)
-    parser.add_argument("--fault-kinds", default=",".join(FAULT_KINDS))
-    parser.add_argument("--timeout-sleep-s", type=float, default=2.0)
     parser.add_argument("--max-model-len", type=int, default=1 << 20)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--latency-s", type=float, default=0.0, help="seconds before each completion answer")
-    args = parser.parse_args()
-    server = FakeOpenAIServer(
-        args.model, max_model_len=args.max_model_len, stop_id=args.stop_id, stop_at=args.stop_at,
-        script=[int(i) for i in args.script.split(",")] if args.script else None, fault_rate=args.fault_rate,
-        fault_kinds=tuple(k for k in args.fault_kinds.split(",") if k), timeout_sleep_s=args.timeout_sleep_s,
-        seed=args.seed, latency_s=args.latency_s, keep_requests=False)
-    server.port = args.port
+
+
+def script_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`add_script_arguments`' values as server keyword arguments (the model name aside)."""
+    return {"max_model_len": args.max_model_len, "stop_id": args.stop_id, "stop_at": args.stop_at, "seed": args.seed,
+            "script": [int(i) for i in args.script.split(",")] if args.script else None}
+
+
+def serve_until_killed(server: FakeOpenAIServer, port: int) -> None:
+    """Start `server` on `port` (0: any), print the port on the first line of stdout, wait."""
+    server.port = port
     server.start()
     print(server.port, flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
         pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Serve the fake vLLM-shaped server until killed; "
+                                                 "prints its port on the first line.")
+    add_script_arguments(parser)
+    parser.add_argument("--fault-rate", type=float, default=0.0)
+    parser.add_argument("--fault-kinds", default=",".join(FAULT_KINDS))
+    parser.add_argument("--timeout-sleep-s", type=float, default=2.0)
+    parser.add_argument("--latency-s", type=float, default=0.0, help="seconds before each completion answer")
+    args = parser.parse_args()
+    server = FakeOpenAIServer(
+        args.model, **script_options(args), fault_rate=args.fault_rate,
+        fault_kinds=tuple(k for k in args.fault_kinds.split(",") if k), timeout_sleep_s=args.timeout_sleep_s,
+        latency_s=args.latency_s, keep_requests=False)
+    serve_until_killed(server, args.port)
 
 
 if __name__ == "__main__":
