@@ -97,10 +97,12 @@ def server_command(kind: str, role: str, port: int, args) -> list[str]:
 
     alias = pair_models(args)[role]
     if kind == "llama-server":
+        # --swa-full: Gemma 3's sliding-window cache could not be cut back to a sample's prefix, so
+        # every request would compute its last answer again (the summary warns of that).
         return [llama_server_binary(args.llama_server), "-m", str(DEMO_MODELS[alias].gguf_path()), "-a", alias,
                 "--host", "127.0.0.1", "--port", str(port), "--parallel", str(args.slots),
                 "--ctx-size", str(args.slots * args.slot_context), "--threads", str(args.threads),
-                "--threads-batch", str(args.threads)]
+                "--threads-batch", str(args.threads), "--swa-full"]
     # gpu-sim: the demo tokenizers' script, as bench_http's fake servers write it
     from bench.bench_http import server_specs
 

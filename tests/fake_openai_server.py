@@ -22,7 +22,8 @@ llama.cpp's side (`total_slots`): `GET /props` answers `total_slots` (else 404, 
 `cache_style` the server keeps each slot's last prompt (the request's `id_slot`, else slot 0) as
 its prefix cache and reports how much of a prompt it found there: "vllm" as
 `usage.prompt_tokens_details.cached_tokens`, "llama.cpp" as `timings.prompt_n` (tokens
-processed) and `tokens_cached`.
+processed) and `tokens_cached`; `cache_lag` drops that many tokens from the end of what a slot
+keeps (llama.cpp serving a sliding-window model without `--swa-full` computes them again).
 
 Streaming (`stream: true`): the same answer as server-sent events over a chunked body, one event
 per token (`text` delta, `token_ids` / logprobs of that token when asked), then one with
@@ -74,6 +75,7 @@ class FakeOpenAIServer:
         keep_requests: bool = True,
         total_slots: int | None = None,
         cache_style: str = "",
+        cache_lag: int = 0,
         streaming: bool = True,
         stream_delay_s: float = 0.0,
         returns_token_ids: bool = True,
@@ -96,6 +98,7 @@ class FakeOpenAIServer:
         self.keep_requests = keep_requests
         self.total_slots = total_slots
         self.cache_style = cache_style
+        self.cache_lag = cache_lag  # tokens at the end of each request the slot does not keep
         self.slot_cache: dict[int, list[int]] = {}  # slot -> its last prompt
         self.streaming = streaming
         self.returns_token_ids = returns_token_ids  # False: ignore `return_token_ids` (older vLLM)
@@ -355,7 +358,8 @@ class FakeOpenAIServer:
             cached = 0
             while cached < min(len(last), len(prompt_ids)) and last[cached] == prompt_ids[cached]:
                 cached += 1
-            self.slot_cache[slot] = prompt_ids + ids
+            held = prompt_ids + ids
+            self.slot_cache[slot] = held[: max(0, len(held) - self.cache_lag)]
             if self.cache_style == "vllm":
                 answer["usage"]["prompt_tokens_details"] = {"cached_tokens": cached}
             else:

@@ -1,12 +1,15 @@
 """The HTTP backend against llama.cpp's own server (`llama-server`, built by `make llama-server`;
 skipped without it): each sequence keeps its slot, so a follow-up request computes only its new
-tokens, and a stream closed early still counts what its prompt cost (`timings_per_token`)."""
+tokens, and a stream closed early still counts what its prompt cost (`timings_per_token`); a
+sliding-window model (Gemma 3) keeps a sample's last answer only with `--swa-full`, and the
+backend's counters say so."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,16 +24,17 @@ pytestmark = [pytest.mark.real_models,
               pytest.mark.skipif(not Path(BINARY).is_file(), reason="llama-server not built (make llama-server)")]
 
 
-@pytest.fixture(scope="module")
-def server_url(tmp_path_factory):
-    from tessy.models import DEMO_MODELS, STUDENT_DEMO
+@contextmanager
+def llama_server(alias: str, folder: Path, *options: str):
+    """The URL of a fresh llama-server with 2 slots serving the demo model `alias`, killed after."""
+    from tessy.models import DEMO_MODELS
 
     port = free_port()
-    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    log = folder / f"{alias}.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([BINARY, "-m", str(DEMO_MODELS[STUDENT_DEMO].gguf_path()), "-a", STUDENT_DEMO,
+        proc = subprocess.Popen([BINARY, "-m", str(DEMO_MODELS[alias].gguf_path()), "-a", alias,
                                  "--host", "127.0.0.1", "--port", str(port), "--parallel", "2", "--ctx-size", "2048",
-                                 "--threads", "1"], stdout=out, stderr=subprocess.STDOUT)
+                                 "--threads", "1", *options], stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, proc, log)
@@ -38,6 +42,14 @@ def server_url(tmp_path_factory):
     finally:
         proc.kill()
         proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory):
+    from tessy.models import STUDENT_DEMO
+
+    with llama_server(STUDENT_DEMO, tmp_path_factory.mktemp("llama-server")) as url:
+        yield url
 
 
 def test_slots_keep_the_prefix_cache_and_stopped_streams_count_their_prompt(server_url, smol_tokenizer):
@@ -72,3 +84,33 @@ def test_slots_keep_the_prefix_cache_and_stopped_streams_count_their_prompt(serv
     assert all(n <= 2 for n in computed[2:]), computed  # later ones only what the slot does not hold
     assert reason == "cancelled" and sent > 20 and processed <= 3, (sent, processed)
     assert backend.stats.prompt_reported == backend.stats.completions == 7
+
+
+@pytest.mark.parametrize("swa_full", [False, True])
+def test_a_sliding_window_model_keeps_the_last_answer_only_with_swa_full(tmp_path, gemma_tokenizer, swa_full):
+    from tessy.backends.base import SamplingParams
+    from tessy.backends.openai import OpenAIHTTPBackend
+    from tessy.backends.openai.cache import recompute_warning
+    from tessy.models import TEACHER_DEMO
+
+    sampling = SamplingParams(seed=1)
+    with llama_server(TEACHER_DEMO, tmp_path, *(["--swa-full"] if swa_full else [])) as url:
+        backend = OpenAIHTTPBackend(TEACHER_DEMO, url, role="teacher", tokenizer=gemma_tokenizer)
+
+        async def run():
+            context = gemma_tokenizer.encode("List the steps to sort a list of numbers by hand.")
+            for _ in range(9):  # one sample going on from its own answers, 20 tokens at a time
+                generation = await backend.generate("a", context, 20, sampling)
+                context += list(generation.token_ids)
+            await backend.aclose()
+
+        asyncio.run(run())
+    stats = backend.stats
+    counters = {"follow_ups": stats.follow_ups, "follow_up_excess": stats.follow_up_excess}
+    assert stats.follow_ups == 8
+    if swa_full:
+        assert stats.follow_up_excess <= 8, counters  # at most a token again now and then
+        assert recompute_warning("teacher", counters) == ""
+    else:  # the slot restores an older checkpoint: the last answer and more are computed again
+        assert stats.follow_up_excess >= 8 * 20, counters
+        assert "--swa-full" in recompute_warning("teacher", counters)

@@ -111,7 +111,8 @@ async def run_method(engine: Engine, method: str, sample_id: str, messages: list
 
 def server_counters(engine: Engine) -> dict[str, dict[str, int]]:
     """Per role served over HTTP: retries, faults and replicas down so far (live counters), and
-    the prompt tokens its servers counted, computed, and the answers that said what was cached."""
+    the prompt tokens its servers counted, computed, and the answers that said what was cached;
+    of those, a sample's later requests and what they computed beyond the new tokens."""
     counters = {}
     for role, party in engine.parties.items():
         stats = getattr(party.backend, "stats", None)
@@ -120,6 +121,8 @@ def server_counters(engine: Engine) -> dict[str, dict[str, int]]:
                               "prompt_tokens": getattr(stats, "prompt_tokens", 0),
                               "prompt_processed": getattr(stats, "prompt_processed", 0),
                               "prompt_reported": getattr(stats, "prompt_reported", 0),
+                              "follow_ups": getattr(stats, "follow_ups", 0),
+                              "follow_up_excess": getattr(stats, "follow_up_excess", 0),
                               "completions": getattr(stats, "completions", 0)}
     return counters
 

@@ -13,6 +13,9 @@ keep a cache for it (a KV cache in process, a prefix cache on a server). Promise
   chunks join to what `generate` would return for the same call, up to where the caller stopped.
   The default delivers `generate` as one chunk, so every backend streams; a backend that decodes
   token by token (`hf`) delivers tokens as they come and stops generating when asked.
+- `warm(seq_id, context_ids)` may read a sequence's context into the cache ahead of its first
+  request (`warms_prompts` says whether it does anything), so the engine can have one model read
+  the prompt while the other writes; it never changes what `generate` returns.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ class Backend(ABC):
     max_context: int
     #: Whether `stream` delivers tokens as they are made (so a caller's stop saves the rest).
     streams_tokens: bool = False
+    #: Whether `warm` reads a context ahead into a cache that the sequence's next request finds.
+    warms_prompts: bool = False
 
     @abstractmethod
     async def generate(
@@ -84,6 +89,9 @@ class Backend(ABC):
         """Token ids that start many prompts (a voice's preamble): a backend may compute their
         state once and start every such sequence from it (no-op by default; servers have their
         own prefix caches)."""
+
+    async def warm(self, seq_id: str, context_ids: list[int]) -> None:
+        """Read `context_ids` into `seq_id`'s cache before its first request (no-op by default)."""
 
     def rollback(self, seq_id: str, length: int) -> None:
         """Forget cached state past the first `length` tokens of `seq_id` (no-op by default)."""

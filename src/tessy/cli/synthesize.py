@@ -79,6 +79,12 @@ def print_report(report) -> None:
     line = prompt_tokens_line(report)
     if line:
         print(line)
+    from tessy.backends.openai.cache import recompute_warning
+
+    for role, counters in sorted(report.server_stats.items()):
+        warning = recompute_warning(role, counters)
+        if warning:
+            print(f"warning: {warning}")
     if report.k_used:
         print("k per request (adaptive k): " + ", ".join(f"{role} {k:g}" for role, k in sorted(report.k_used.items())))
     if report.finish_reasons:

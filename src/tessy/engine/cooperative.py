@@ -79,6 +79,8 @@ async def run_cooperative(engine: "Engine", sample_id: str, messages: list[dict[
     try:
         finish = journal.resume(engine, state, messages) if journal is not None else None
         if finish is None:
+            if not state.turns:  # the teacher reads the prompt while the student writes the first turn
+                engine.warm(state, OTHER[state.turn])
             finish = await alternate(engine, state, reopen_span(engine, state))
         if finish == THINKING_DONE:  # the final answer is not journaled: a restart writes it again
             written = await engine.write_answer(state, STUDENT)

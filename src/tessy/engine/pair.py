@@ -17,6 +17,7 @@ Promises:
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import deque
@@ -62,6 +63,8 @@ class Engine:
         # Mid-trace resume (`tessy.journal.Journal`, set by the runner): the cooperative loop
         # rebuilds a sample from it and reports each closed turn to it. None: no journal.
         self.journal: Any = None
+        # Whether a model reads the prompt while the other writes the first turn (`warm`).
+        self.warm_prompts = True
 
     async def run(self, sample_id: str, messages: list[dict[str, str]]) -> SampleResult:
         """Algorithm 1 for one sample (`cooperative.run_cooperative`)."""
@@ -91,8 +94,18 @@ class Engine:
                            generate_s={role: 0.0 for role in roles}, trace=[] if self.trace else None)
 
     def release(self, state: SampleState) -> None:
+        for warming in state.warming.values():
+            warming.cancel()
         for role in state.ids:
             self.parties[role].backend.release(seq_id(state, role))
+
+    def warm(self, state: SampleState, role: str) -> None:
+        """Have `role`'s backend read the sample's prompt now, in the background, where it can
+        (`Backend.warms_prompts`: a server's slot or prefix cache), so while the other model writes
+        the first turn it is read already; `role`'s first request waits for it (`generate`)."""
+        backend = self.parties[role].backend
+        if self.warm_prompts and backend.warms_prompts and role not in state.warming:
+            state.warming[role] = asyncio.ensure_future(backend.warm(seq_id(state, role), list(state.ids[role])))
 
     # -- one request -------------------------------------------------------------------------
 
@@ -107,6 +120,9 @@ class Engine:
         token; `done`: no more will come) and returns True to stop the request there; the ids
         returned are then the ones it saw."""
         party = self.parties[role]
+        warming = state.warming.pop(role, None)
+        if warming is not None:  # its prompt is being read ahead: this request finds it cached
+            await warming
         sampling = SamplingParams(
             temperature=party.sampling.temperature if temperature is None else temperature,
             top_p=party.sampling.top_p, top_k=party.sampling.top_k,

@@ -4,6 +4,7 @@
 - `probe.py`: readiness at start (served model, transport) and the breaker's probe;
 - `retry.py`: which faults are retried, backoff with jitter, Retry-After, the retry budgets;
 - `parse.py`: ids, text and finish reason from an answer; context-length and error bodies;
+- `cache.py`: prompt tokens the servers computed, and whether their prefix cache kept up;
 - `replicas.py`: connections (never reused after a cancelled or failed request), pinning of
   sequences to replicas, and the circuit breaker that turns a dead server into a bounded wait.
 

@@ -50,6 +50,7 @@ from typing import Any
 from tessy.backends import http1
 from tessy.backends.base import Backend, Generation, SamplingParams, TokenStream
 from tessy.backends.openai import parse, probe
+from tessy.backends.openai.cache import PromptMeter
 from tessy.backends.openai.stream import HTTPTokenStream
 from tessy.backends.openai.replicas import Connector, Replica, ReplicaSet, base_url
 from tessy.backends.openai.retry import RetryPolicy, ServerError, fault_kind, is_retryable_status, retry_after
@@ -76,6 +77,8 @@ class HTTPStats:
     prompt_tokens: int = 0  # prompt tokens the servers counted (`usage`; else the context ids sent)
     prompt_processed: int = 0  # of those, the ones the servers computed (not found in a prefix cache)
     prompt_reported: int = 0  # answers that said how much of the prompt was cached
+    follow_ups: int = 0  # of those, requests of a sample after its first (see `cache.PromptMeter`)
+    follow_up_excess: int = 0  # prompt tokens those computed beyond the ones new since the sample's last request
     completion_tokens: int = 0
     replicas_down: int = 0  # replicas whose breaker is open now
     breaker_trips: int = 0
@@ -164,6 +167,7 @@ class OpenAIHTTPBackend(Backend):
         self.timeout_s = float(timeout_s)
         self.retry = RetryPolicy(max_retries, max_sample_retries, backoff_s)
         self.stats = HTTPStats()
+        self.prompt_meter = PromptMeter(self.stats)
         self.replicas = ReplicaSet(replicas, role=role, stats=self.stats,
                                    connect=Connector(self._headers, self.timeout_s),
                                    ping=self._ping, wait_s=unavailable_wait_s)
@@ -293,9 +297,7 @@ class OpenAIHTTPBackend(Backend):
                 n = self._learn_context_limit(outcome, len(context_ids), n)
                 continue
             ids, text, finish = parse.parse_choice(outcome["choices"][0], self._id_readback, self.tokenizer, n, stop)
-            self.stats.completions += 1
-            self._count_prompt(outcome, len(context_ids))
-            self.stats.completion_tokens += len(ids)
+            self._answered(seq_id, outcome, context_ids, ids)
             return Generation(ids, text, finish, time.perf_counter() - started)
 
     def stream(
@@ -312,11 +314,32 @@ class OpenAIHTTPBackend(Backend):
             return super().stream(seq_id, context_ids, max_new_tokens, sampling, stop_token_ids)
         return HTTPTokenStream(self, seq_id, context_ids, max_new_tokens, sampling, stop_token_ids)
 
+    @property
+    def warms_prompts(self) -> bool:
+        """Whether `warm` pays: a server that keeps a sample's prefix (llama.cpp with slots; vLLM
+        and SGLang cache prefixes by default), until its answers show that it found none."""
+        if self.llama_cpp and not self.slots:  # llama-cpp-python: one context for every sample
+            return False
+        return not self.prompt_meter.never_hits
+
+    async def warm(self, seq_id: str, context_ids: list[int]) -> None:
+        """A one-token request, so the server reads `context_ids` into `seq_id`'s slot or prefix
+        cache; the token is dropped. A failure is only logged: the sample's own requests retry."""
+        body = self.request_body(context_ids, 1, SamplingParams(temperature=0.0, top_p=1.0), frozenset(), seq_id)
+        try:
+            outcome = await self._post(seq_id, body)
+        except Exception as exc:  # noqa: BLE001 - reading ahead is an optimisation, never a fault
+            log.debug("%s: reading %s's prompt ahead failed: %s", self.role, seq_id, self._redact(exc))
+            return
+        if isinstance(outcome, dict):
+            self._answered(seq_id, outcome, context_ids, [], generated=1)
+
     def rollback(self, seq_id: str, length: int) -> None:
         """Nothing to do: the server's prefix cache keys on the ids sent with each request."""
 
     def release(self, seq_id: str) -> None:
         self.replicas.release(seq_id)
+        self.prompt_meter.release(seq_id)
         slot = self._slot_of.pop(seq_id, None)
         if slot is not None and slot < len(self._slot_use):
             self._slot_use[slot] -= 1
@@ -498,16 +521,13 @@ class OpenAIHTTPBackend(Backend):
         # Not the request timeout: a busy server may answer completions slowly and still be up.
         return await probe.ping(replica.url, self._headers, 10.0)
 
-    def _count_prompt(self, answer: dict, sent: int) -> None:
-        """Count a request's prompt tokens, and how many the server computed (see `parse.prompt_usage`)."""
-        total, processed = parse.prompt_usage(answer)
-        total = sent if total is None else total
-        self.stats.prompt_tokens += total
-        if processed is None:  # the server does not say: every prompt token counts as processed
-            self.stats.prompt_processed += total
-        else:
-            self.stats.prompt_reported += 1
-            self.stats.prompt_processed += min(total, processed)
+    def _answered(self, seq_id: str, answer: dict, context_ids: list[int], ids: list[int],
+                  generated: int | None = None) -> None:
+        """Count one answered request: its prompt (`cache.PromptMeter`) and the tokens generated
+        (`generated`, when more than the `ids` it answered with: a stream stopped early)."""
+        self.stats.completions += 1
+        self.prompt_meter.count(seq_id, answer, context_ids, ids)
+        self.stats.completion_tokens += len(ids) if generated is None else generated
 
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()

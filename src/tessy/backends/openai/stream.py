@@ -162,9 +162,7 @@ class HTTPTokenStream(TokenStream):
                 delivered += chunk
                 self.generated = max(len(delivered), len(ids))
                 self.finish_reason = finish_reason
-                backend.stats.completions += 1
-                backend._count_prompt(usage or {}, len(self.context))
-                backend.stats.completion_tokens += len(delivered)
+                backend._answered(self.seq_id, usage or {}, self.context, delivered)
                 if chunk:
                     yield chunk
                 return
@@ -172,9 +170,7 @@ class HTTPTokenStream(TokenStream):
                 if self.finish_reason is None and not fault:  # stopped by the caller (or failed)
                     self.generated = max(len(delivered), len(ids) if exact else
                                          len(tokenizer.encode(text, add_special_tokens=False)) if text else 0)
-                    backend.stats.completions += 1
-                    backend._count_prompt(usage or {}, len(self.context))
-                    backend.stats.completion_tokens += self.generated
+                    backend._answered(self.seq_id, usage or {}, self.context, delivered, self.generated)
                 release(response.complete and not fault)
 
 
