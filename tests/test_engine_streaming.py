@@ -112,6 +112,20 @@ def test_a_costly_predictor_is_asked_as_the_tokens_double(smol_tokenizer, gemma_
     assert generated[CountedCheap] <= generated[Counted], generated
 
 
+def test_a_long_turn_asks_a_costly_predictor_twice_per_later_step(smol_tokenizer, gemma_tokenizer):
+    # The student hands over at once; the teacher writes capability only, step after step.
+    fmt, k = PlainTestFormat(), 8
+    student = Party("student", ScriptedBackend(smol_tokenizer, "Numbers add up. " * 20, "student"), fmt, Counted(), k=k)
+    teacher = Party("teacher", ScriptedBackend(gemma_tokenizer, "We add two and three to get five. " * 20, "teacher"),
+                    fmt, Counted(), k=k)
+    engine = Engine(student, teacher, Limits(max_tokens=80))
+    result = run_all(engine, PROMPTS[:1])[0]
+    steps = engine.requests["teacher"][1]  # one request per step
+    assert steps >= 5 and [span.role for span in result.spans] == ["teacher"] , result.finish_reason
+    # the first step at its 1st, 2nd and 4th token and at its end; each later one halfway and at its end
+    assert teacher.predictor.calls <= 4 + 2 * (steps - 1), (teacher.predictor.calls, steps)
+
+
 def test_empty_handover_costs_few_tokens(smol_tokenizer, gemma_tokenizer):
     # The student writes capability at once: its span is cut to nothing, at its first token.
     fmt = PlainTestFormat()

@@ -27,9 +27,14 @@ its word. The cut is then the one generating all the step's tokens would have gi
 predictor whose `lookahead_chars` is truthful), so records do not depend on where a request
 stopped; only `generated` and `discarded` shrink. A costly predictor (a model, not `cheap`
 rules) is asked at the step's first and second token (an empty hand-over), then where the role's
-recent turns ended (`Engine.typical_turn`), then each time the step's tokens have doubled. A
+recent turns ended (`Engine.typical_turn`), then each time the step's tokens have doubled; a
+later step of the same turn first where the turn would typically end, or halfway. A
 predictor that cannot say (lookahead None), or a backend that cannot stream, gives the paper's
 generate-then-cut.
+
+Reading ahead: as a new sample starts, the teacher's backend reads the prompt in the background
+(`Engine.warm`, where a server keeps it for the sample) while the student writes the first turn;
+the teacher's first request waits for that and finds the prompt cached. Records do not change.
 
 How a sample ends (`FINISH_REASONS`): "stop" (a model ended the response, or the thinking ended
 and the student's answer stopped); "length" (the budget in `Limits`, never exceeded: each step
@@ -196,11 +201,16 @@ class Step:
         self.certain = False  # the cut was certain before the step's tokens were all there
         predictor = engine.parties[span.role].predictor
         self.label_every_arrival = predictor is None or predictor.cheap
-        # Tokens this step must hold before a costly predictor is asked (again): 1 and 2 (a span cut
-        # to nothing is seen there), then about where this role's turns have recently ended (a
-        # teacher whose turns outlast k is asked a third time only at the end), then doubling.
-        self._next_check = 1
+        # Tokens this step must hold before a costly predictor is asked (again). A turn's first step:
+        # 1 and 2 (a span cut to nothing is seen there), then about where this role's turns have
+        # recently ended (a teacher whose turns outlast k is asked a third time only at the end),
+        # then doubling. A later step of the turn (no cut yet) cannot hand over an empty span: it is
+        # first asked where the turn would typically end, if that falls inside it, else halfway.
         self._typical_turn = engine.typical_turn(span.role, window)
+        self._next_check = 1
+        if self.start:
+            left = engine.typical_turn(span.role, window + self.start) - self.start
+            self._next_check = left if 0 < left < window else max(1, window // 2)
 
     def end(self) -> tuple[int | None, int]:
         """Where the section (or response) ends in the span's text, and the tokens before it."""
