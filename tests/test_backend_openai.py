@@ -217,7 +217,9 @@ def test_retries_on_faults_honour_retry_after_and_then_succeed(server, smol_toke
     server.inject("429", "500", "drop", "malformed")
     generation = generate(backend, n=3)
     assert len(generation.token_ids) == 3
-    assert backend.stats.retries == 4
+    # http1 sends a request that a kept connection's close left unanswered once more at once, on a
+    # new connection (a stale keep-alive, as llama-server leaves one after each stream): no retry.
+    assert backend.stats.retries == (3 if client == "http1" else 4)
     assert delays[0] == 1.5  # Retry-After honoured
     assert all(0 <= d <= 0.5 * 2 ** i for i, d in enumerate(delays[1:], start=1))  # backoff with jitter
     assert len(generate(backend, n=2).token_ids) == 2  # the connection pool recovered
@@ -276,6 +278,45 @@ def test_http1_client_reads_chunked_bodies_and_replaces_closed_connections():
     first, second = asyncio.run(main())
     assert (first.status_code, first.json(), second.json()) == (200, {"a": 1}, {"b": 2})
     assert len(connections) == 2
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_http1_client_sends_again_when_a_kept_connection_closes_unanswered(streamed):
+    # llama-server closes a connection after each streamed answer although its head says
+    # keep-alive: the next request meets the close. It goes out once more on a new connection.
+    from tessy.backends import http1
+
+    served = []
+
+    async def handle(reader, writer):  # answers the first request of a connection, drops the second
+        for index in range(2):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int([l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0].split(b":")[1])
+            body = await reader.readexactly(length)
+            if index:
+                break
+            served.append(body)
+            writer.write(b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5, max=100\r\nContent-Length: %d\r\n\r\n%s"
+                         % (len(body), body))
+            await writer.drain()
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        conn = http1.Connection(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", {}, timeout_s=5)
+        answers = []
+        for body in (b'{"a": 1}', b'{"b": 2}', b'{"c": 3}'):
+            if streamed:
+                response = await conn.open_stream("/v1/completions", body)
+                answers.append(json.loads(await response.read()))
+            else:
+                answers.append((await conn.post("/v1/completions", body)).json())
+        await conn.aclose()
+        server.close()
+        return answers
+
+    assert asyncio.run(main()) == [{"a": 1}, {"b": 2}, {"c": 3}]
+    assert served == [b'{"a": 1}', b'{"b": 2}', b'{"c": 3}']  # each answered once, on its own connection
 
 
 def test_timeouts_are_retried(server, smol_tokenizer):

@@ -1,8 +1,8 @@
 """The HTTP backend against llama.cpp's own server (`llama-server`, built by `make llama-server`;
 skipped without it): each sequence keeps its slot, so a follow-up request computes only its new
-tokens, and a stream closed early still counts what its prompt cost (`timings_per_token`); a
-sliding-window model (Gemma 3) keeps a sample's last answer only with `--swa-full`, and the
-backend's counters say so."""
+tokens; a stream closed early still counts what its prompt cost (`timings_per_token`); the
+connection the server closes after each stream costs no fault; a sliding-window model (Gemma 3)
+keeps a sample's last answer only with `--swa-full`, and the backend's counters say so."""
 
 from __future__ import annotations
 
@@ -75,6 +75,10 @@ def test_slots_keep_the_prefix_cache_and_stopped_streams_count_their_prompt(serv
         await stream.__anext__()
         await stream.aclose()
         streamed = (backend.stats.prompt_tokens - sent, backend.stats.prompt_processed - before, stream.finish_reason)
+        for _ in range(2):  # whole streams: the server closes the connection after each one
+            whole = backend.stream("b", contexts["b"], 4, sampling, stop)
+            assert len([i for chunk in [c async for c in whole] for i in chunk]) >= 1
+            await whole.aclose()
         await backend.aclose()
         return computed, streamed
 
@@ -83,7 +87,8 @@ def test_slots_keep_the_prefix_cache_and_stopped_streams_count_their_prompt(serv
     assert computed[0] > 5 and computed[1] > 5  # first requests compute their whole prompt
     assert all(n <= 2 for n in computed[2:]), computed  # later ones only what the slot does not hold
     assert reason == "cancelled" and sent > 20 and processed <= 3, (sent, processed)
-    assert backend.stats.prompt_reported == backend.stats.completions == 7
+    assert backend.stats.prompt_reported == backend.stats.completions == 9
+    assert backend.stats.faults == {}  # the request after a stream went out again on a new connection
 
 
 @pytest.mark.parametrize("swa_full", [False, True])

@@ -17,8 +17,11 @@ Promises:
 - failures raise `TransportError` (refused, reset, closed or garbled mid-response) or `Timeout`
   (the whole request took longer than `timeout_s`), and leave the connection closed; so does a
   `post` that is cancelled (`asyncio.CancelledError`) mid-exchange, whose answer would otherwise
-  be read by the next request. The next `post` opens a fresh connection. A kept connection the server has closed meanwhile (its keep-alive
-  timeout) is seen before reuse and replaced, never sent on; nothing is retried here.
+  be read by the next request. The next `post` opens a fresh connection. A kept connection the
+  server has closed meanwhile (its keep-alive timeout) is seen before reuse and replaced; one it
+  closes as the request goes out, before answering anything (llama-server closes every connection
+  after a streamed answer, though its head says keep-alive), gets the request once more on a new
+  connection: no answer was begun, so none can be read twice. Nothing else is retried here.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ from urllib.parse import urlsplit
 
 class TransportError(ConnectionError):
     """The connection failed or the response was not valid HTTP."""
+
+
+class NotAnswered(TransportError):
+    """The server closed the connection (or reset it) before any byte of an answer."""
 
 
 class Timeout(TimeoutError):
@@ -72,9 +79,7 @@ class Connection:
                    ).encode("latin-1") + body
         try:
             async with asyncio.timeout(self.timeout_s):
-                if self._writer is None or self._reader.at_eof() or self._writer.is_closing():
-                    await self._connect()
-                return await self._exchange(request)
+                return await self._read_body(*await self._request(request))
         except TimeoutError:
             self.close()
             raise Timeout(f"no complete answer within {self.timeout_s:g}s") from None
@@ -98,22 +103,37 @@ class Connection:
                    ).encode("latin-1").replace(b"Accept: application/json", b"Accept: text/event-stream") + body
         try:
             async with asyncio.timeout(self.timeout_s):
-                if self._writer is None or self._reader.at_eof() or self._writer.is_closing():
-                    await self._connect()
-                self._writer.write(request)
-                version, status, headers = await self._read_head()
+                version, status, headers = await self._request(request)
         except BaseException as exc:
             self.close()
             raise _transport_error(exc, self.timeout_s) from None
         return StreamResponse(self, version, status, headers)
+
+    async def _request(self, request: bytes) -> tuple[str, int, dict[str, str]]:
+        """Send `request` and read the answer's head, on the kept connection if there is one; if
+        the server closes that before answering, once more on a new one (see the module docstring)."""
+        kept = not (self._writer is None or self._reader.at_eof() or self._writer.is_closing())
+        if not kept:
+            await self._connect()
+        try:
+            self._writer.write(request)
+            return await self._read_head()
+        except NotAnswered:
+            if not kept:
+                raise
+        await self._connect()
+        self._writer.write(request)
+        return await self._read_head()
 
     async def _read_head(self) -> tuple[str, int, dict[str, str]]:
         try:
             head = await self._reader.readuntil(b"\r\n\r\n")
         except asyncio.IncompleteReadError as exc:
             if not exc.partial:
-                raise TransportError("the server closed the connection without answering") from None
+                raise NotAnswered("the server closed the connection without answering") from None
             raise
+        except (ConnectionResetError, BrokenPipeError) as exc:
+            raise NotAnswered(f"{type(exc).__name__}: {exc}") from None
         lines = head.decode("latin-1").split("\r\n")
         version, _, rest = lines[0].partition(" ")
         if not version.startswith("HTTP/1."):
@@ -125,24 +145,7 @@ class Connection:
                 headers[key.strip().lower()] = value.strip()
         return version, int(rest.split(" ", 1)[0]), headers
 
-    async def _exchange(self, request: bytes) -> Response:
-        self._writer.write(request)
-        try:
-            head = await self._reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError as exc:
-            if not exc.partial:
-                raise TransportError("the server closed the connection without answering") from None
-            raise
-        lines = head.decode("latin-1").split("\r\n")
-        version, _, rest = lines[0].partition(" ")
-        if not version.startswith("HTTP/1."):
-            raise TransportError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
-        status = int(rest.split(" ", 1)[0])
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            if line:
-                key, _, value = line.partition(":")
-                headers[key.strip().lower()] = value.strip()
+    async def _read_body(self, version: str, status: int, headers: dict[str, str]) -> Response:
         if "content-length" in headers:
             content = await self._reader.readexactly(int(headers["content-length"]))
         elif "chunked" in headers.get("transfer-encoding", "").lower():
