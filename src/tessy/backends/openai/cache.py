@@ -11,7 +11,8 @@ A server whose cache keeps each sample's last answer computes only the new token
 re-reads one token for its logits; vLLM caches whole blocks of 16, so up to 15 more). llama.cpp
 serving a sliding-window model (Gemma 3, gpt-oss) cannot cut such a cache back and recomputes the
 last answer and more on every request unless started with `--swa-full`: `recompute_warning` says
-so when the excess is larger than a cache block.
+so when the excess is larger than a cache block. `never_hits` tells the backend to stop reading
+prompts ahead (`warm`) on a server whose answers show it keeps no prefix at all.
 """
 
 from __future__ import annotations
