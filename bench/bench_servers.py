@@ -32,7 +32,9 @@ Run on purpose (not a test):
     python bench/bench_servers.py --servers llama-server --prompts 16 --max-tokens 128
     python bench/bench_servers.py --servers gpu-sim --prompts 64 --concurrency 64
     python bench/bench_servers.py --predictor runs/pred/predictor   # a token classifier
-Prints a table and writes bench/results/servers-<servers>.json. Quote ratios from one run.
+    python bench/bench_servers.py --repeat 3   # median of 3 rounds, with the spread of the ratios
+Prints a table and writes bench/results/servers-<servers>.json. Quote ratios from one run (or
+the medians of one `--repeat` run: on shared cores one run of the same command varies by ~15%).
 """
 
 from __future__ import annotations
@@ -203,23 +205,34 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="llama-server threads per server")
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--predictor", default="lexicon", help="lexicon or a token-classifier checkpoint folder")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds: every method runs once per round, in rotating order; the table shows each "
+                             "method's median run and the spread of its per-round ratio to the lock step")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     if args.servers == "gpu-sim" and args.pair != "demo":
         parser.error("--servers gpu-sim writes the demo pair's script: use --pair demo")
     os.chdir(ROOT)
     from tessy.cli.demo import write_prompts
 
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", file=sys.stderr)
-    rows = []
+    methods = args.methods.split(",")
+    runs: dict[str, list[dict]] = {method: [] for method in methods}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         prompts = write_prompts(folder / "prompts.jsonl", args.prompts)
-        for method in args.methods.split(","):
-            (folder / "logs" / method).mkdir(parents=True)
-            with servers(args.servers, args, folder / "logs" / method) as urls:
-                rows.append(run_method(method, urls, prompts, folder, args))
-            print(f"{method}: {rows[-1]['samples']} samples in {rows[-1]['wall_s']:.0f}s", file=sys.stderr)
+        for round_ in range(args.repeat):
+            shift = round_ % len(methods)  # each method takes its turn first: slow drifts in load even out
+            for method in methods[shift:] + methods[:shift]:
+                where = folder / f"round-{round_}"
+                (where / "logs" / method).mkdir(parents=True)
+                with servers(args.servers, args, where / "logs" / method) as urls:
+                    row = run_method(method, urls, prompts, where, args)
+                runs[method].append({**row, "round": round_})
+                print(f"{method}: {row['samples']} samples in {row['wall_s']:.0f}s", file=sys.stderr)
+    rows = [median_run(runs[method], runs.get("lockstep")) for method in methods]
     print_table(rows)
     out = Path(args.out or ROOT / "bench" / "results" / f"servers-{args.servers}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -227,21 +240,33 @@ def main() -> None:
     print(f"wrote {out}")
 
 
+def median_run(runs: list[dict], lockstep: list[dict] | None) -> dict:
+    """A method's run with the median kept tokens/min (the lower middle of an even count), with
+    every run's kept tokens/min and, given the lock step's runs, the ratio to it round by round."""
+    row = dict(sorted(runs, key=lambda run: run["kept_per_min"])[(len(runs) - 1) // 2])
+    row["kept_per_min_runs"] = [run["kept_per_min"] for run in runs]
+    if lockstep:
+        row["vs_lockstep_runs"] = [round(run["kept_per_min"] / lock["kept_per_min"], 3)
+                                   for run, lock in zip(runs, lockstep) if lock["kept_per_min"]]
+    return row
+
+
 def print_table(rows: list[dict]) -> None:
-    base = {row["method"]: row for row in rows}
     columns = [("kept/min", "kept_per_min", ".0f"), ("gen/kept", "generated_per_kept", ".2f"),
                ("req/kept", "requests_per_kept", ".3f"), ("prompt proc/kept", "prompt_processed_per_kept", ".2f"),
                ("prompt sent/kept", "prompt_sent_per_kept", ".2f"), ("pred busy", "predictor_busy_share", ".1%"),
                ("client ms/kept", "client_cpu_ms_per_kept", ".2f"),
                ("teacher", "teacher_share", ".1%")]
-    header = f"{'method':<17}{'samples':>8}" + "".join(f"{name:>18}" for name, _, _ in columns) + f"{'vs lockstep':>13}"
+    header = f"{'method':<17}{'samples':>8}" + "".join(f"{name:>18}" for name, _, _ in columns) + f"{'vs lockstep':>20}"
     print(header)
     print("-" * len(header))
     for row in rows:
         cells = "".join(f"{format(row[key], spec) if row[key] is not None else '-':>18}" for _, key, spec in columns)
-        lock = base.get("lockstep", {}).get("kept_per_min")
-        ratio = f"{row['kept_per_min'] / lock:.2f}x" if lock else "-"
-        print(f"{row['method']:<17}{row['samples']:>8}{cells}{ratio:>13}")
+        ratios = sorted(row.get("vs_lockstep_runs") or [])
+        ratio = f"{ratios[(len(ratios) - 1) // 2]:.2f}x" if ratios else "-"
+        if len(ratios) > 1:
+            ratio += f" ({ratios[0]:.2f}-{ratios[-1]:.2f})"
+        print(f"{row['method']:<17}{row['samples']:>8}{cells}{ratio:>20}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """bench/bench_servers.py runs end to end on its GPU-sim servers (no models; the demo tokenizers),
 and its figures are internally consistent: every prompt has a record in every method, the
 lock-step run took steps, and generate-then-cut never generates less than streaming stopped at
-the cut on the same scripted servers."""
+the cut on the same scripted servers; `--repeat` keeps every round's figures."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_bench_servers_on_gpu_sim_servers(tmp_path):
     out = tmp_path / "servers.json"
     command = [sys.executable, "bench/bench_servers.py", "--servers", "gpu-sim", "--prompts", "4", "--concurrency", "4",
-               "--max-tokens", "64", "--methods", "tessy,tessy-no-stream,lockstep,teacher-only", "--out", str(out)]
+               "--max-tokens", "64", "--methods", "tessy,tessy-no-stream,lockstep,teacher-only", "--repeat", "2",
+               "--out", str(out)]
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     rows = {row["method"]: row for row in json.loads(out.read_text())["rows"]}
@@ -30,3 +31,7 @@ def test_bench_servers_on_gpu_sim_servers(tmp_path):
     assert all(row["prompt_reported"] > 0 for row in rows.values())
     assert rows["tessy"]["prompt_processed_per_kept"] < rows["tessy"]["prompt_sent_per_kept"]
     assert "vs lockstep" in run.stdout
+    # two rounds: each method's median run, every run's figure, its ratio to the lock step per round
+    assert all(len(row["kept_per_min_runs"]) == 2 and row["kept_per_min"] in row["kept_per_min_runs"]
+               for row in rows.values())
+    assert rows["lockstep"]["vs_lockstep_runs"] == [1.0, 1.0] and len(rows["tessy"]["vs_lockstep_runs"]) == 2
