@@ -28,7 +28,8 @@ predictor whose `lookahead_chars` is truthful), so records do not depend on wher
 stopped; only `generated` and `discarded` shrink. A costly predictor (a model, not `cheap`
 rules) is asked at the step's first and second token (an empty hand-over), then where the role's
 recent turns ended (`Engine.typical_turn`), then each time the step's tokens have doubled; a
-later step of the same turn first where the turn would typically end, or halfway. A
+later step of the same turn first where the turn would typically end (at the step's end, when
+the turn typically goes on past it: generate-then-cut), else halfway. A
 predictor that cannot say (lookahead None), or a backend that cannot stream, gives the paper's
 generate-then-cut.
 
@@ -205,12 +206,13 @@ class Step:
         # 1 and 2 (a span cut to nothing is seen there), then about where this role's turns have
         # recently ended (a teacher whose turns outlast k is asked a third time only at the end),
         # then doubling. A later step of the turn (no cut yet) cannot hand over an empty span: it is
-        # first asked where the turn would typically end, if that falls inside it, else halfway.
+        # first asked where the turn would typically end if that falls inside it, only at its end if
+        # the turn typically goes on past it, and halfway if the turn is already longer than usual.
         self._typical_turn = engine.typical_turn(span.role, window)
         self._next_check = 1
         if self.start:
             left = engine.typical_turn(span.role, window + self.start) - self.start
-            self._next_check = left if 0 < left < window else max(1, window // 2)
+            self._next_check = left if left > 0 else max(1, window // 2)
 
     def end(self) -> tuple[int | None, int]:
         """Where the section (or response) ends in the span's text, and the tokens before it."""
