@@ -10,6 +10,10 @@ HumanEval prompts for every method, fresh servers for each method (no prefix cac
   then cuts: the paper's generate-then-cut), still without a barrier;
 - `lockstep`: generate-then-cut with the paper's step barrier (`bench/lockstep.py`): all samples'
   requests of a step go out together, the predictor runs once every answer is in;
+- `lockstep-paper`: the lock step with the paper's requests as well: every step sends the prompt
+  and the response so far as text, for the server to tokenize again, and names no slot (the
+  server picks one; llama-server by the cached prompt most like it). `lockstep` and tessy send
+  the sample's token ids to the slot that holds its prefix;
 - `teacher-only`, `student-only`: one model writes the whole response (the upper bound on
   kept tokens per second, no predictor).
 
@@ -55,8 +59,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-METHODS = ("tessy", "tessy-no-stream", "lockstep", "teacher-only", "student-only")
+METHODS = ("tessy", "tessy-no-stream", "lockstep", "lockstep-paper", "teacher-only", "student-only")
 ROLES = ("student", "teacher")
+BASELINES = ("lockstep", "lockstep-paper")  # the table shows every method's ratio to each that ran
 
 
 def free_port() -> int:
@@ -143,11 +148,13 @@ def run_method(method: str, urls: dict[str, str], prompts: Path, folder: Path, a
     from tessy.runner import build_engine, synthesize
 
     pair = PAIRS[args.pair]
-    paper_cut = method in ("tessy-no-stream", "lockstep")
+    paper_cut = method in ("tessy-no-stream", "lockstep", "lockstep-paper")
+    paper_requests = method == "lockstep-paper"
     roles = {role: ModelConfig(backend="openai", model=alias, url=urls[role], max_context=args.slot_context,
                                max_in_flight=args.concurrency, predictor=args.predictor, k=args.k,
                                format=pair.format, voice=pair.student_voice if role == "student" else pair.teacher_voice,
-                               stream="off" if paper_cut else "auto", adaptive_k=not paper_cut)
+                               stream="off" if paper_cut else "auto", adaptive_k=not paper_cut,
+                               prompt_mode="text" if paper_requests else "auto")
              for role, alias in pair_models(args).items()}
     config = SynthesizeConfig(input=str(prompts), output=str(folder / method), max_tokens=args.max_tokens,
                               max_answer_tokens=args.max_answer_tokens, concurrency=args.concurrency,
@@ -155,10 +162,13 @@ def run_method(method: str, urls: dict[str, str], prompts: Path, folder: Path, a
                               progress=False, **roles)
     engine = build_engine(config)
     lockstep = None
-    if method == "lockstep":
+    if method.startswith("lockstep"):
         from bench.lockstep import LockStep
 
         lockstep = LockStep(engine)
+    if paper_requests:
+        for role in ROLES:
+            engine.parties[role].backend.slots = 0  # no id_slot: the server chooses
     load = os.getloadavg()[0]
     started, cpu = time.perf_counter(), time.process_time()
     report = synthesize(config, engine=engine)
@@ -214,6 +224,8 @@ def main() -> None:
         parser.error("--repeat must be at least 1")
     if args.servers == "gpu-sim" and args.pair != "demo":
         parser.error("--servers gpu-sim writes the demo pair's script: use --pair demo")
+    if args.servers == "gpu-sim" and "lockstep-paper" in args.methods.split(","):
+        parser.error("--servers gpu-sim scripts token ids: lockstep-paper's text prompts need llama-server")
     os.chdir(ROOT)
     from tessy.cli.demo import write_prompts
 
@@ -232,7 +244,8 @@ def main() -> None:
                     row = run_method(method, urls, prompts, where, args)
                 runs[method].append({**row, "round": round_})
                 print(f"{method}: {row['samples']} samples in {row['wall_s']:.0f}s", file=sys.stderr)
-    rows = [median_run(runs[method], runs.get("lockstep")) for method in methods]
+    baselines = {name: runs[name] for name in BASELINES if name in runs}
+    rows = [median_run(runs[method], baselines) for method in methods]
     print_table(rows)
     out = Path(args.out or ROOT / "bench" / "results" / f"servers-{args.servers}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -240,14 +253,15 @@ def main() -> None:
     print(f"wrote {out}")
 
 
-def median_run(runs: list[dict], lockstep: list[dict] | None) -> dict:
+def median_run(runs: list[dict], baselines: dict[str, list[dict]]) -> dict:
     """A method's run with the median kept tokens/min (the lower middle of an even count), with
-    every run's kept tokens/min and, given the lock step's runs, the ratio to it round by round."""
+    every run's kept tokens/min and, per baseline run (the lock steps), the ratio to it round by
+    round (`vs_<baseline>_runs`)."""
     row = dict(sorted(runs, key=lambda run: run["kept_per_min"])[(len(runs) - 1) // 2])
     row["kept_per_min_runs"] = [run["kept_per_min"] for run in runs]
-    if lockstep:
-        row["vs_lockstep_runs"] = [round(run["kept_per_min"] / lock["kept_per_min"], 3)
-                                   for run, lock in zip(runs, lockstep) if lock["kept_per_min"]]
+    for name, base in baselines.items():
+        row[f"vs_{name}_runs"] = [round(run["kept_per_min"] / other["kept_per_min"], 3)
+                                  for run, other in zip(runs, base) if other["kept_per_min"]]
     return row
 
 
@@ -257,17 +271,24 @@ def print_table(rows: list[dict]) -> None:
                ("prompt sent/kept", "prompt_sent_per_kept", ".2f"), ("pred busy", "predictor_busy_share", ".1%"),
                ("client ms/kept", "client_cpu_ms_per_kept", ".2f"),
                ("teacher", "teacher_share", ".1%")]
-    header = f"{'method':<17}{'samples':>8}" + "".join(f"{name:>18}" for name, _, _ in columns) + f"{'vs lockstep':>20}"
+    baselines = [name for name in BASELINES if rows and f"vs_{name}_runs" in rows[0]]
+    header = (f"{'method':<17}{'samples':>8}" + "".join(f"{name:>18}" for name, _, _ in columns)
+              + "".join(f"{'vs ' + name:>20}" for name in baselines))
     print(header)
     print("-" * len(header))
     for row in rows:
         cells = "".join(f"{format(row[key], spec) if row[key] is not None else '-':>18}" for _, key, spec in columns)
-        ratios = sorted(row.get("vs_lockstep_runs") or [])
-        ratio = f"{ratios[(len(ratios) - 1) // 2]:.2f}x" if ratios else "-"
-        if len(ratios) > 1:
-            ratio += f" ({ratios[0]:.2f}-{ratios[-1]:.2f})"
-        print(f"{row['method']:<17}{row['samples']:>8}{cells}{ratio:>20}")
+        print(f"{row['method']:<17}{row['samples']:>8}{cells}"
+              + "".join(f"{median_ratio(row[f'vs_{name}_runs']):>20}" for name in baselines))
 
+
+def median_ratio(ratios: list[float]) -> str:
+    """The median of per-round ratios, with their range when there are several."""
+    ratios = sorted(ratios)
+    if not ratios:
+        return "-"
+    shown = f"{ratios[(len(ratios) - 1) // 2]:.2f}x"
+    return shown + (f" ({ratios[0]:.2f}-{ratios[-1]:.2f})" if len(ratios) > 1 else "")
 
 if __name__ == "__main__":
     main()

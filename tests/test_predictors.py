@@ -285,3 +285,63 @@ def test_concurrent_labels_are_batched(checkpoints, smol_tokenizer):
     assert batched == one_by_one
     assert seconds > 0
     assert batched[4] == [False, True]  # offset 1: the second " Wait" is labelled at the first
+
+
+def test_reading_on_gives_the_verdicts_of_reading_whole(tmp_path, smol_tokenizer):
+    """A sample's queries, as a streamed run asks them (a span's first 1, 2, 4 tokens, then all of
+    it; the next span after a cut), labelled by a classifier with attention at work: keeping what
+    it read per sample gives the verdicts of reading every window whole, reading far fewer
+    positions; the window moves on as the text grows (16 tokens of context at most)."""
+    import torch
+    import transformers as tf
+
+    config = tf.LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                            num_attention_heads=4, num_key_value_heads=2, num_labels=2, tessy_label_offset=1,
+                            tessy_style_label_id=1)
+    torch.manual_seed(1)
+    model = tf.LlamaForTokenClassification(config)
+    with torch.no_grad():
+        model.score.weight.normal_(0.0, 2.0)  # verdicts far from ties: float rounding cannot flip them
+    model.save_pretrained(tmp_path / "mixing")
+    smol_tokenizer.save_pretrained(tmp_path / "mixing")
+
+    pieces = pieces_of(smol_tokenizer, QWEN_LIKE * 3)
+    queries, start = [], 0
+    while start < len(pieces):
+        span = pieces[start:start + 12]
+        context = "".join(pieces[:start])
+        queries += [SpanQuery(context, span[:n], key="sample") for n in (1, 2, 4) if n < len(span)]
+        queries.append(SpanQuery(context, span, key="sample"))
+        start += 7  # the cut keeps 7 of each span
+
+    async def label_all(**options):
+        predictor = load_predictor(str(tmp_path / "mixing"), max_context_tokens=16, **options)
+        try:
+            return [await predictor.label(q) for q in queries], predictor
+        finally:
+            await predictor.aclose()
+
+    read_on, kept = run(label_all())
+    whole, plain = run(label_all(cache_samples=0))
+    assert kept.cache_samples == 64 and plain.cache_samples == 0
+    assert read_on == whole
+    flags = [flag for verdicts in whole for flag in verdicts]
+    assert 0.1 < sum(flags) / len(flags) < 0.9  # the model says both things: the comparison can fail
+    assert kept.tokens_read * 3 < plain.tokens_read
+
+    async def after_forget():
+        predictor = load_predictor(str(tmp_path / "mixing"), max_context_tokens=16)
+        try:
+            first = await predictor.label(queries[-1])
+            read = predictor.tokens_read
+            await predictor.label(queries[-1])
+            again = predictor.tokens_read - read
+            predictor.forget("sample")
+            await predictor.label(queries[-1])
+            return first, again, predictor.tokens_read - read - again, read
+        finally:
+            await predictor.aclose()
+
+    first, again, after, read = run(after_forget())
+    assert first == whole[-1]
+    assert again == 0 and after == read  # the same window again reads nothing; forgotten, all of it

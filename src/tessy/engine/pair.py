@@ -98,6 +98,8 @@ class Engine:
             warming.cancel()
         for role in state.ids:
             self.parties[role].backend.release(seq_id(state, role))
+        for predictor in {id(p.predictor): p.predictor for p in self.parties.values() if p.predictor}.values():
+            predictor.forget(state.sample_id)
 
     def warm(self, state: SampleState, role: str) -> None:
         """Have `role`'s backend read the sample's prompt now, in the background, where it can
@@ -197,7 +199,7 @@ class Engine:
         if party.predictor is None or not pieces:
             return [role == STUDENT] * len(pieces)
         started = time.perf_counter()
-        labels = await party.predictor.label(SpanQuery(context=context, pieces=tuple(pieces)))
+        labels = await party.predictor.label(SpanQuery(context=context, pieces=tuple(pieces), key=state.sample_id))
         state.predict_s += time.perf_counter() - started
         if len(labels) != len(pieces):
             raise RuntimeError(f"predictor {party.predictor_name} returned {len(labels)} labels for {len(pieces)} tokens")

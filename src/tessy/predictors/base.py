@@ -30,10 +30,13 @@ from typing import Callable, Sequence
 @dataclass(frozen=True)
 class SpanQuery:
     """A new span to label: `pieces[i]` is the decoded text of its i-th token, in the
-    tokenization of the model that generated it; `context` is the response text before it."""
+    tokenization of the model that generated it; `context` is the response text before it.
+    `key` names the sample it belongs to (empty: none): a predictor may keep what it read of a
+    sample's text for the sample's next query (`BoundaryPredictor.forget` ends that)."""
 
     context: str
     pieces: tuple[str, ...]
+    key: str = ""
 
 
 class BoundaryPredictor(ABC):
@@ -58,6 +61,9 @@ class BoundaryPredictor(ABC):
             return 0
         reach = self.lookahead_chars
         return count_final(pieces, lambda after: sum(not c.isspace() for c in after) >= reach)
+
+    def forget(self, key: str) -> None:
+        """The sample `key` has ended: drop whatever was kept for it (nothing, by default)."""
 
     async def aclose(self) -> None:
         """Free resources (threads, models)."""

@@ -27,21 +27,40 @@ classifier token holding its first non-whitespace character (offset 0) or the on
 tokenizer here joins a word to the next across whitespace). A bidirectional model's verdicts
 depend on all the text, so none is final before the request ends.
 
+Context window: at most `max_context_tokens` classifier tokens of context, at least half as many
+when the text has them. The window starts at fixed points (multiples of half the window in tokens,
+of 4 x the window in characters), so while a sample's text grows its next query begins with the
+same ids.
+
+Reading on (`cache_samples`, causal models whose cache checks out at load): for a query with a
+`key` the classifier keeps the ids it read for that sample, their key/value cache and their
+verdicts, and reads only the ids after the longest common prefix with the last query of the same
+key (the rest of a span arriving in a stream, the next span after a cut); the verdicts are those
+of reading the whole window (up to float rounding). At most `cache_samples` samples are kept
+(least recently used go first); `forget(key)` drops one when its sample ends.
+
 Batching: concurrent `label()` calls are queued; one worker task takes up to `max_batch` waiting
-queries, runs one right-padded forward in a single worker thread, and resolves them; queries that
-arrive meanwhile form the next batch. `predict_seconds`, `batches` and `queries` count the work.
+queries, runs one right-padded forward for those without a kept reading, one short forward each
+for the others, in a single worker thread, and resolves them; queries that arrive meanwhile form
+the next batch. `predict_seconds`, `batches`, `queries` and `tokens_read` (positions run through
+the model) count the work.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import inspect
 import itertools
 import logging
 import os
 import re
+import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 from tessy.predictors.base import BoundaryPredictor, SpanQuery, count_final, fill_whitespace_verdicts, piece_bounds
 
@@ -97,6 +116,16 @@ def _style_id_from_names(id2label: dict) -> int | None:
     return found[0] if len(found) == 1 else None
 
 
+@dataclass
+class _Reading:
+    """What the classifier read of one sample: the window's ids, their key/value cache and the
+    style flag at every position."""
+
+    ids: list[int]
+    cache: Any
+    style: list[bool]
+
+
 class ClassifierPredictor(BoundaryPredictor):
     """Boundary predictor backed by a token-classification checkpoint; see the module doc."""
 
@@ -110,6 +139,7 @@ class ClassifierPredictor(BoundaryPredictor):
         dtype: str | None = None,
         max_batch: int = 32,
         max_context_tokens: int = 256,
+        cache_samples: int = 64,
         style_label_id: int | None = None,
         label_offset: int | None = None,
     ):
@@ -121,8 +151,8 @@ class ClassifierPredictor(BoundaryPredictor):
             raise FileNotFoundError(f"predictor checkpoint folder not found: {path!r}")
         if not os.path.exists(os.path.join(path, "config.json")):
             raise PredictorLoadError(f"{path!r} has no config.json; it is not a Hugging Face checkpoint folder")
-        if max_batch < 1 or max_context_tokens < 0:
-            raise ValueError("max_batch must be >= 1 and max_context_tokens >= 0")
+        if max_batch < 1 or max_context_tokens < 0 or cache_samples < 0:
+            raise ValueError("max_batch must be >= 1, max_context_tokens and cache_samples >= 0")
         config = AutoConfig.from_pretrained(path)
         if config.num_labels != 2:
             raise PredictorLoadError(
@@ -155,6 +185,11 @@ class ClassifierPredictor(BoundaryPredictor):
         self.path = path
         self.max_batch = max_batch
         self.max_context_tokens = max_context_tokens
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_arg = next((name for name in ("cache", "past_key_values") if name in params), None)
+        self.cache_samples = cache_samples if self.causal and self._reads_on() else 0
+        self._readings: OrderedDict[str, _Reading] = OrderedDict()
+        self._readings_lock = threading.Lock()  # the worker thread reads them, forget() drops them
         tok = self.tokenizer
         self._prefix_id = next((i for i in (tok.bos_token_id, tok.eos_token_id) if i is not None), None)
         self._pad_id = next((i for i in (tok.pad_token_id, tok.eos_token_id, 0) if i is not None))
@@ -162,6 +197,7 @@ class ClassifierPredictor(BoundaryPredictor):
         self.predict_seconds = 0.0  # time in tokenization + forward, worker thread
         self.batches = 0
         self.queries = 0
+        self.tokens_read = 0  # positions run through the model
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tessy-classifier")
         self._pending: list[tuple[SpanQuery, asyncio.Future]] = []
         self._worker: asyncio.Task | None = None
@@ -180,6 +216,31 @@ class ClassifierPredictor(BoundaryPredictor):
             whole = self.model(input_ids=ids).logits[0, :4].float()
             prefix = self.model(input_ids=ids[:, :4]).logits[0].float()
         return bool(torch.allclose(whole, prefix, rtol=1e-2, atol=1e-3 * (1 + float(prefix.abs().max()))))
+
+    def _reads_on(self) -> bool:
+        """Whether reading on from a key/value cache gives the logits of reading the whole text."""
+        import torch
+        from transformers import DynamicCache
+
+        if self._cache_arg is None:
+            return False
+        ids = torch.arange(5, 17, dtype=torch.long)[None].to(self.device) % self.model.config.vocab_size
+        try:
+            with torch.inference_mode():
+                whole = self.model(input_ids=ids).logits[0].float()
+                cache = DynamicCache()
+                first = self.model(input_ids=ids[:, :8], use_cache=True, **{self._cache_arg: cache}).logits[0]
+                cache.crop(-2)  # as when a query shares only part of what was read
+                rest = self.model(input_ids=ids[:, 6:], use_cache=True, **{self._cache_arg: cache}).logits[0]
+        except Exception as exc:  # noqa: BLE001 - an architecture without a usable cache: read whole
+            logger.info("predictor %s reads every window whole (no key/value cache: %s)", self.path, exc)
+            return False
+        pieced = torch.cat([first[:6], rest]).float()
+        return bool(torch.allclose(whole, pieced, rtol=1e-2, atol=1e-3 * (1 + float(whole.abs().max()))))
+
+    def forget(self, key: str) -> None:
+        with self._readings_lock:
+            self._readings.pop(key, None)
 
     # -- async batching -------------------------------------------------------------------
     async def label(self, query: SpanQuery) -> list[bool]:
@@ -219,15 +280,15 @@ class ClassifierPredictor(BoundaryPredictor):
 
         start = time.perf_counter()
         encoded = [self._encode(q) for q in queries]
-        width = max(len(ids) for ids, _ in encoded)
-        input_ids = torch.full((len(encoded), width), self._pad_id, dtype=torch.long)
-        attention = torch.zeros((len(encoded), width), dtype=torch.long)
-        for row, (ids, _) in enumerate(encoded):
-            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            attention[row, : len(ids)] = 1
-        with torch.inference_mode():
-            logits = self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device)).logits
-        is_style = (logits.argmax(-1) == self.style_label_id).cpu().tolist()
+        read_on = [bool(q.key and self.cache_samples) for q in queries]
+        is_style: list[list[bool]] = [[] for _ in queries]
+        whole = [row for row, keyed in enumerate(read_on) if not keyed]
+        if whole:
+            for row, flags in zip(whole, self._read_whole([encoded[row][0] for row in whole])):
+                is_style[row] = flags
+        for row, query in enumerate(queries):
+            if read_on[row]:
+                is_style[row] = self._read_on(query.key, encoded[row][0])
         results = []
         for row, (_, targets) in enumerate(encoded):
             verdicts = [None if t is None else bool(is_style[row][max(t - self.label_offset, 0)]) for t in targets]
@@ -237,17 +298,69 @@ class ClassifierPredictor(BoundaryPredictor):
         self.queries += len(queries)
         return results
 
+    def _read_whole(self, windows: list[list[int]]) -> list[list[bool]]:
+        """The style flag at every position of each window, in one right-padded forward."""
+        import torch
+
+        width = max(len(ids) for ids in windows)
+        input_ids = torch.full((len(windows), width), self._pad_id, dtype=torch.long)
+        attention = torch.zeros((len(windows), width), dtype=torch.long)
+        for row, ids in enumerate(windows):
+            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention[row, : len(ids)] = 1
+        with torch.inference_mode():
+            logits = self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device)).logits
+        self.tokens_read += sum(len(ids) for ids in windows)
+        flags = (logits.argmax(-1) == self.style_label_id).cpu().tolist()
+        return [row[: len(ids)] for row, ids in zip(flags, windows)]
+
+    def _read_on(self, key: str, ids: list[int]) -> list[bool]:
+        """The style flag at every position of `ids`, reading only what follows the prefix this
+        key's last window shares with it (see the module doc)."""
+        import torch
+        from transformers import DynamicCache
+
+        with self._readings_lock:
+            reading = self._readings.pop(key, None)
+        shared = 0
+        if reading is not None:
+            limit = min(len(reading.ids), len(ids))
+            while shared < limit and reading.ids[shared] == ids[shared]:
+                shared += 1
+        with torch.inference_mode():
+            if shared == 0:
+                reading = _Reading([], DynamicCache(), [])
+            elif len(reading.ids) > shared:
+                reading.cache.crop(shared - len(reading.ids))
+            style = reading.style[:shared]
+            if shared < len(ids):
+                new = torch.tensor([ids[shared:]], dtype=torch.long, device=self.device)
+                logits = self.model(input_ids=new, use_cache=True, **{self._cache_arg: reading.cache}).logits
+                style += (logits[0].argmax(-1) == self.style_label_id).cpu().tolist()
+                self.tokens_read += len(ids) - shared
+        reading.ids, reading.style = list(ids), style
+        with self._readings_lock:
+            self._readings[key] = reading
+            while len(self._readings) > self.cache_samples:
+                self._readings.popitem(last=False)
+        return style
+
     def _encode(self, query: SpanQuery) -> tuple[list[int], list[int | None]]:
         """Classifier ids to feed, and per piece the position whose label it takes (None for
         whitespace pieces)."""
-        context = query.context[-max(64, 8 * self.max_context_tokens):] if self.max_context_tokens else ""
+        window = self.max_context_tokens
+        context = ""
+        if window:  # the window's fixed starting points: see the module doc
+            step = max(32, 4 * window)  # characters; at least 2 steps of them are tokenized
+            context = query.context[max(0, (len(query.context) - 2 * step) // step * step):]
         text = context + "".join(query.pieces)
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids = list(enc["input_ids"])
         ends = [end if end > begin else -1 for begin, end in enc["offset_mapping"]]
         ends = list(itertools.accumulate(ends, max))  # non-decreasing, for bisect
         first_span_token = bisect.bisect_right(ends, len(context))
-        keep_from = max(0, first_span_token - self.max_context_tokens)
+        half = max(1, window // 2)
+        keep_from = max(0, (first_span_token - half) // half * half) if window else first_span_token
         ids = ids[keep_from:]
         targets: list[int | None] = []
         for begin, end in piece_bounds(query.pieces, offset=len(context)):
