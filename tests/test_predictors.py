@@ -305,29 +305,36 @@ def test_reading_on_gives_the_verdicts_of_reading_whole(tmp_path, smol_tokenizer
     model.save_pretrained(tmp_path / "mixing")
     smol_tokenizer.save_pretrained(tmp_path / "mixing")
 
-    pieces = pieces_of(smol_tokenizer, QWEN_LIKE * 3)
-    queries, start = [], 0
-    while start < len(pieces):
-        span = pieces[start:start + 12]
-        context = "".join(pieces[:start])
-        queries += [SpanQuery(context, span[:n], key="sample") for n in (1, 2, 4) if n < len(span)]
-        queries.append(SpanQuery(context, span, key="sample"))
-        start += 7  # the cut keeps 7 of each span
+    def streamed(key: str, text: str) -> list[SpanQuery]:
+        pieces, queries, start = pieces_of(smol_tokenizer, text), [], 0
+        while start < len(pieces):
+            span = pieces[start:start + 12]
+            context = "".join(pieces[:start])
+            queries += [SpanQuery(context, span[:n], key=key) for n in (1, 2, 4) if n < len(span)]
+            queries.append(SpanQuery(context, span, key=key))
+            start += 7  # the cut keeps 7 of each span
+        return queries
+
+    # two samples asked together, so their windows are read on in one padded batch
+    pairs = list(zip(streamed("a", QWEN_LIKE * 3), streamed("b", GPT_OSS_LIKE * 5)))
 
     async def label_all(**options):
         predictor = load_predictor(str(tmp_path / "mixing"), max_context_tokens=16, **options)
         try:
-            return [await predictor.label(q) for q in queries], predictor
+            return [await asyncio.gather(*(predictor.label(q) for q in pair)) for pair in pairs], predictor
         finally:
             await predictor.aclose()
 
     read_on, kept = run(label_all())
     whole, plain = run(label_all(cache_samples=0))
     assert kept.cache_samples == 64 and plain.cache_samples == 0
+    assert kept.batches == len(pairs)
     assert read_on == whole
-    flags = [flag for verdicts in whole for flag in verdicts]
+    flags = [flag for pair in whole for verdicts in pair for flag in verdicts]
     assert 0.1 < sum(flags) / len(flags) < 0.9  # the model says both things: the comparison can fail
     assert kept.tokens_read * 3 < plain.tokens_read
+    queries = [pair[0] for pair in pairs]
+    whole = [pair[0] for pair in whole]
 
     async def after_forget():
         predictor = load_predictor(str(tmp_path / "mixing"), max_context_tokens=16)
@@ -336,7 +343,7 @@ def test_reading_on_gives_the_verdicts_of_reading_whole(tmp_path, smol_tokenizer
             read = predictor.tokens_read
             await predictor.label(queries[-1])
             again = predictor.tokens_read - read
-            predictor.forget("sample")
+            predictor.forget("a")
             await predictor.label(queries[-1])
             return first, again, predictor.tokens_read - read - again, read
         finally:

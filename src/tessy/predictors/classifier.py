@@ -32,37 +32,30 @@ when the text has them. The window starts at fixed points (multiples of half the
 of 4 x the window in characters), so while a sample's text grows its next query begins with the
 same ids.
 
-Reading on (`cache_samples`, causal models whose cache checks out at load): for a query with a
-`key` the classifier keeps the ids it read for that sample, their key/value cache and their
-verdicts, and reads only the ids after the longest common prefix with the last query of the same
-key (the rest of a span arriving in a stream, the next span after a cut); the verdicts are those
-of reading the whole window (up to float rounding). At most `cache_samples` samples are kept
-(least recently used go first); `forget(key)` drops one when its sample ends.
+Reading on (`cache_samples`): for a query with a `key`, a causal model reads only the ids after
+the prefix the sample's window shares with its last one (`tessy.predictors.reading`; same
+verdicts as reading whole, up to float rounding); at most `cache_samples` samples are kept, and
+`forget(key)` drops one when its sample ends.
 
 Batching: concurrent `label()` calls are queued; one worker task takes up to `max_batch` waiting
-queries, runs one right-padded forward for those without a kept reading, one short forward each
-for the others, in a single worker thread, and resolves them; queries that arrive meanwhile form
-the next batch. `predict_seconds`, `batches`, `queries` and `tokens_read` (positions run through
-the model) count the work.
+queries, reads them together (at most two forwards) in a single worker thread, and resolves them;
+queries that arrive meanwhile form the next batch. `predict_seconds`, `batches`, `queries` and
+`tokens_read` (positions run through the model) count the work.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
-import inspect
 import itertools
 import logging
 import os
 import re
-import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
 
 from tessy.predictors.base import BoundaryPredictor, SpanQuery, count_final, fill_whitespace_verdicts, piece_bounds
+from tessy.predictors.reading import WindowReader
 
 logger = logging.getLogger(__name__)
 
@@ -114,16 +107,6 @@ def _style_id_from_names(id2label: dict) -> int | None:
         if "style" in norm and not any(neg in norm for neg in ("non_style", "not_style", "nonstyle", "no_style")):
             found.append(int(key))
     return found[0] if len(found) == 1 else None
-
-
-@dataclass
-class _Reading:
-    """What the classifier read of one sample: the window's ids, their key/value cache and the
-    style flag at every position."""
-
-    ids: list[int]
-    cache: Any
-    style: list[bool]
 
 
 class ClassifierPredictor(BoundaryPredictor):
@@ -185,19 +168,16 @@ class ClassifierPredictor(BoundaryPredictor):
         self.path = path
         self.max_batch = max_batch
         self.max_context_tokens = max_context_tokens
-        params = inspect.signature(self.model.forward).parameters
-        self._cache_arg = next((name for name in ("cache", "past_key_values") if name in params), None)
-        self.cache_samples = cache_samples if self.causal and self._reads_on() else 0
-        self._readings: OrderedDict[str, _Reading] = OrderedDict()
-        self._readings_lock = threading.Lock()  # the worker thread reads them, forget() drops them
         tok = self.tokenizer
         self._prefix_id = next((i for i in (tok.bos_token_id, tok.eos_token_id) if i is not None), None)
         self._pad_id = next((i for i in (tok.pad_token_id, tok.eos_token_id, 0) if i is not None))
 
+        self.reader = WindowReader(self.model, style_label_id=self.style_label_id, pad_id=self._pad_id,
+                                   keep=cache_samples, causal=self.causal)
+
         self.predict_seconds = 0.0  # time in tokenization + forward, worker thread
         self.batches = 0
         self.queries = 0
-        self.tokens_read = 0  # positions run through the model
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tessy-classifier")
         self._pending: list[tuple[SpanQuery, asyncio.Future]] = []
         self._worker: asyncio.Task | None = None
@@ -217,30 +197,17 @@ class ClassifierPredictor(BoundaryPredictor):
             prefix = self.model(input_ids=ids[:, :4]).logits[0].float()
         return bool(torch.allclose(whole, prefix, rtol=1e-2, atol=1e-3 * (1 + float(prefix.abs().max()))))
 
-    def _reads_on(self) -> bool:
-        """Whether reading on from a key/value cache gives the logits of reading the whole text."""
-        import torch
-        from transformers import DynamicCache
+    @property
+    def cache_samples(self) -> int:
+        """Samples whose reading is kept (0: every window is read whole)."""
+        return self.reader.keep
 
-        if self._cache_arg is None:
-            return False
-        ids = torch.arange(5, 17, dtype=torch.long)[None].to(self.device) % self.model.config.vocab_size
-        try:
-            with torch.inference_mode():
-                whole = self.model(input_ids=ids).logits[0].float()
-                cache = DynamicCache()
-                first = self.model(input_ids=ids[:, :8], use_cache=True, **{self._cache_arg: cache}).logits[0]
-                cache.crop(-2)  # as when a query shares only part of what was read
-                rest = self.model(input_ids=ids[:, 6:], use_cache=True, **{self._cache_arg: cache}).logits[0]
-        except Exception as exc:  # noqa: BLE001 - an architecture without a usable cache: read whole
-            logger.info("predictor %s reads every window whole (no key/value cache: %s)", self.path, exc)
-            return False
-        pieced = torch.cat([first[:6], rest]).float()
-        return bool(torch.allclose(whole, pieced, rtol=1e-2, atol=1e-3 * (1 + float(whole.abs().max()))))
+    @property
+    def tokens_read(self) -> int:
+        return self.reader.tokens_read
 
     def forget(self, key: str) -> None:
-        with self._readings_lock:
-            self._readings.pop(key, None)
+        self.reader.forget(key)
 
     # -- async batching -------------------------------------------------------------------
     async def label(self, query: SpanQuery) -> list[bool]:
@@ -275,20 +242,10 @@ class ClassifierPredictor(BoundaryPredictor):
 
     # -- synchronous core -----------------------------------------------------------------
     def label_batch(self, queries: list[SpanQuery]) -> list[list[bool]]:
-        """Label several spans in one padded forward (blocking; used by the worker thread)."""
-        import torch
-
+        """Label several spans together (blocking; used by the worker thread)."""
         start = time.perf_counter()
         encoded = [self._encode(q) for q in queries]
-        read_on = [bool(q.key and self.cache_samples) for q in queries]
-        is_style: list[list[bool]] = [[] for _ in queries]
-        whole = [row for row, keyed in enumerate(read_on) if not keyed]
-        if whole:
-            for row, flags in zip(whole, self._read_whole([encoded[row][0] for row in whole])):
-                is_style[row] = flags
-        for row, query in enumerate(queries):
-            if read_on[row]:
-                is_style[row] = self._read_on(query.key, encoded[row][0])
+        is_style = self.reader.read([ids for ids, _ in encoded], [q.key for q in queries])
         results = []
         for row, (_, targets) in enumerate(encoded):
             verdicts = [None if t is None else bool(is_style[row][max(t - self.label_offset, 0)]) for t in targets]
@@ -297,53 +254,6 @@ class ClassifierPredictor(BoundaryPredictor):
         self.batches += 1
         self.queries += len(queries)
         return results
-
-    def _read_whole(self, windows: list[list[int]]) -> list[list[bool]]:
-        """The style flag at every position of each window, in one right-padded forward."""
-        import torch
-
-        width = max(len(ids) for ids in windows)
-        input_ids = torch.full((len(windows), width), self._pad_id, dtype=torch.long)
-        attention = torch.zeros((len(windows), width), dtype=torch.long)
-        for row, ids in enumerate(windows):
-            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            attention[row, : len(ids)] = 1
-        with torch.inference_mode():
-            logits = self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device)).logits
-        self.tokens_read += sum(len(ids) for ids in windows)
-        flags = (logits.argmax(-1) == self.style_label_id).cpu().tolist()
-        return [row[: len(ids)] for row, ids in zip(flags, windows)]
-
-    def _read_on(self, key: str, ids: list[int]) -> list[bool]:
-        """The style flag at every position of `ids`, reading only what follows the prefix this
-        key's last window shares with it (see the module doc)."""
-        import torch
-        from transformers import DynamicCache
-
-        with self._readings_lock:
-            reading = self._readings.pop(key, None)
-        shared = 0
-        if reading is not None:
-            limit = min(len(reading.ids), len(ids))
-            while shared < limit and reading.ids[shared] == ids[shared]:
-                shared += 1
-        with torch.inference_mode():
-            if shared == 0:
-                reading = _Reading([], DynamicCache(), [])
-            elif len(reading.ids) > shared:
-                reading.cache.crop(shared - len(reading.ids))
-            style = reading.style[:shared]
-            if shared < len(ids):
-                new = torch.tensor([ids[shared:]], dtype=torch.long, device=self.device)
-                logits = self.model(input_ids=new, use_cache=True, **{self._cache_arg: reading.cache}).logits
-                style += (logits[0].argmax(-1) == self.style_label_id).cpu().tolist()
-                self.tokens_read += len(ids) - shared
-        reading.ids, reading.style = list(ids), style
-        with self._readings_lock:
-            self._readings[key] = reading
-            while len(self._readings) > self.cache_samples:
-                self._readings.popitem(last=False)
-        return style
 
     def _encode(self, query: SpanQuery) -> tuple[list[int], list[int | None]]:
         """Classifier ids to feed, and per piece the position whose label it takes (None for
