@@ -326,8 +326,8 @@ def test_reading_on_gives_the_verdicts_of_reading_whole(tmp_path, smol_tokenizer
             await predictor.aclose()
 
     read_on, kept = run(label_all())
-    whole, plain = run(label_all(cache_samples=0))
-    assert kept.cache_samples == 64 and plain.cache_samples == 0
+    whole, plain = run(label_all(cache_mb=0))
+    assert kept.reads_on and not plain.reads_on
     assert kept.batches == len(pairs)
     assert read_on == whole
     flags = [flag for pair in whole for verdicts in pair for flag in verdicts]
@@ -344,6 +344,7 @@ def test_reading_on_gives_the_verdicts_of_reading_whole(tmp_path, smol_tokenizer
             await predictor.label(queries[-1])
             again = predictor.tokens_read - read
             predictor.forget("a")
+            assert predictor.reader.kept_bytes == 0
             await predictor.label(queries[-1])
             return first, again, predictor.tokens_read - read - again, read
         finally:
@@ -352,3 +353,19 @@ def test_reading_on_gives_the_verdicts_of_reading_whole(tmp_path, smol_tokenizer
     first, again, after, read = run(after_forget())
     assert first == whole[-1]
     assert again == 0 and after == read  # the same window again reads nothing; forgotten, all of it
+
+    async def over_budget():  # room for one sample's reading: the other's goes
+        predictor = load_predictor(str(tmp_path / "mixing"), max_context_tokens=16, cache_mb=1e-6)
+        try:
+            a, b = pairs[-1]
+            await predictor.label(a)
+            first = predictor.tokens_read
+            await predictor.label(b)
+            read = predictor.tokens_read
+            await predictor.label(a)
+            return first, predictor.tokens_read - read
+        finally:
+            await predictor.aclose()
+
+    first, again = run(over_budget())
+    assert again == first > 0

@@ -49,6 +49,9 @@ class ModelConfig:
                           choices=BACKEND_CHOICES)
     device: str = option("auto", "Device for the hf backend: auto, cpu or cuda.")
     predictor: str = option("lexicon", "Boundary predictor: 'lexicon' or a token-classification checkpoint folder.")
+    predictor_cache_mb: float = option(1024.0, "Classifier predictor: MiB of key/value cache it keeps so it reads only "
+                                               "what is new of each sample in flight (0 = read every window whole).",
+                                       min=0)
     voice: str = option("", "Few-shot preamble this model alone sees before every prompt: a built-in voice "
                             "(think-aloud, think-steps) or a JSON file of messages; records keep the plain "
                             "prompt (README: A pair that thinks out loud).")
@@ -158,7 +161,7 @@ class SynthesizeConfig:
         if self.method != "teacher-score":
             shaping.pop("candidates")  # only teacher-score reads it; other runs keep their fingerprint
         for role in ("teacher", "student"):
-            for key in ("device", "max_batch", "backend", "adaptive_k", *TRANSPORT_FIELDS):
+            for key in ("device", "max_batch", "backend", "adaptive_k", "predictor_cache_mb", *TRANSPORT_FIELDS):
                 shaping[role].pop(key)
             for key, default in (("served_model_name", ""), ("tokenizer", ""), ("prompt_mode", "auto"),
                                  ("extra_body", {}), ("voice", "")):

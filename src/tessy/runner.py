@@ -64,7 +64,7 @@ class RunReport:
 def load_party(role: str, config: ModelConfig) -> Party:
     """Load one side: backend, chat format and boundary predictor."""
     from tessy.formats import get_format
-    from tessy.predictors import load_predictor
+    from tessy.predictors import DEFAULT_PREDICTOR, load_predictor
     from tessy.voices import load_voice
 
     if config.backend not in ("hf", "openai"):
@@ -83,7 +83,8 @@ def load_party(role: str, config: ModelConfig) -> Party:
             max_batch=config.max_batch,
         )
     chat_format = get_format(config.format, backend.tokenizer)
-    predictor = load_predictor(config.predictor) if config.predictor else None
+    options = {} if config.predictor == DEFAULT_PREDICTOR else {"cache_mb": config.predictor_cache_mb}
+    predictor = load_predictor(config.predictor, **options) if config.predictor else None
     sampling = SamplingParams(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k)
     return Party(role, backend, chat_format, predictor, k=config.k, adaptive_k=config.adaptive_k, sampling=sampling,
                  predictor_name=config.predictor or "none", preamble=load_voice(config.voice))

@@ -32,10 +32,11 @@ when the text has them. The window starts at fixed points (multiples of half the
 of 4 x the window in characters), so while a sample's text grows its next query begins with the
 same ids.
 
-Reading on (`cache_samples`): for a query with a `key`, a causal model reads only the ids after
-the prefix the sample's window shares with its last one (`tessy.predictors.reading`; same
-verdicts as reading whole, up to float rounding); at most `cache_samples` samples are kept, and
-`forget(key)` drops one when its sample ends.
+Reading on (`cache_mb`): for a query with a `key`, a causal model reads only the ids after the
+prefix the sample's window shares with its last one (`tessy.predictors.reading`; same verdicts as
+reading whole, up to float rounding); the kept key/value caches take at most `cache_mb` MiB
+(least recently asked samples dropped first; 0: read every window whole), and `forget(key)` drops
+one when its sample ends.
 
 Batching: concurrent `label()` calls are queued; one worker task takes up to `max_batch` waiting
 queries, reads them together (at most two forwards) in a single worker thread, and resolves them;
@@ -122,7 +123,7 @@ class ClassifierPredictor(BoundaryPredictor):
         dtype: str | None = None,
         max_batch: int = 32,
         max_context_tokens: int = 256,
-        cache_samples: int = 64,
+        cache_mb: float = 1024.0,
         style_label_id: int | None = None,
         label_offset: int | None = None,
     ):
@@ -134,8 +135,8 @@ class ClassifierPredictor(BoundaryPredictor):
             raise FileNotFoundError(f"predictor checkpoint folder not found: {path!r}")
         if not os.path.exists(os.path.join(path, "config.json")):
             raise PredictorLoadError(f"{path!r} has no config.json; it is not a Hugging Face checkpoint folder")
-        if max_batch < 1 or max_context_tokens < 0 or cache_samples < 0:
-            raise ValueError("max_batch must be >= 1, max_context_tokens and cache_samples >= 0")
+        if max_batch < 1 or max_context_tokens < 0 or cache_mb < 0:
+            raise ValueError("max_batch must be >= 1, max_context_tokens and cache_mb >= 0")
         config = AutoConfig.from_pretrained(path)
         if config.num_labels != 2:
             raise PredictorLoadError(
@@ -173,7 +174,7 @@ class ClassifierPredictor(BoundaryPredictor):
         self._pad_id = next((i for i in (tok.pad_token_id, tok.eos_token_id, 0) if i is not None))
 
         self.reader = WindowReader(self.model, style_label_id=self.style_label_id, pad_id=self._pad_id,
-                                   keep=cache_samples, causal=self.causal)
+                                   budget_bytes=int(cache_mb * 2**20), causal=self.causal)
 
         self.predict_seconds = 0.0  # time in tokenization + forward, worker thread
         self.batches = 0
@@ -198,9 +199,9 @@ class ClassifierPredictor(BoundaryPredictor):
         return bool(torch.allclose(whole, prefix, rtol=1e-2, atol=1e-3 * (1 + float(prefix.abs().max()))))
 
     @property
-    def cache_samples(self) -> int:
-        """Samples whose reading is kept (0: every window is read whole)."""
-        return self.reader.keep
+    def reads_on(self) -> bool:
+        """Whether the classifier reads on from what it read of a sample (else every window whole)."""
+        return self.reader.reads_on
 
     @property
     def tokens_read(self) -> int:

@@ -11,12 +11,13 @@ the ids after the shared prefix through the model.
 Promises:
 - **The flags of reading every window whole**, up to float rounding: the reader reads on only for
   a model whose logits, read on from a cache (in a padded batch, as `read` does it), check out
-  against reading whole at load (`keep` is 0 otherwise, and every window is read whole).
+  against reading whole at load (`reads_on` is False otherwise, and every window is read whole).
 - **Batched**: the windows of one call run in at most two forwards: those read from the start
   (right-padded), and those read on (their caches left-padded to the longest, the new ids
   right-padded); every row's positions are its own.
-- **Bounded memory**: at most `keep` samples' readings, least recently used dropped first;
-  `forget(key)` drops one. `read` is called from one worker thread; `forget` from any.
+- **Bounded memory**: the kept caches take at most `budget_bytes` (the newest one always kept),
+  least recently used dropped first; `forget(key)` drops one. `read` is called from one worker
+  thread; `forget` from any.
 - `tokens_read` counts the positions run through the model.
 """
 
@@ -39,24 +40,30 @@ class Reading:
     cache: Any
     style: list[bool]
 
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for layer in self.cache.layers for t in (layer.keys, layer.values))
+
 
 class WindowReader:
     """Style flags of windows of ids, read on per sample where the model allows (module doc)."""
 
-    def __init__(self, model: Any, *, style_label_id: int, pad_id: int, keep: int, causal: bool) -> None:
+    def __init__(self, model: Any, *, style_label_id: int, pad_id: int, budget_bytes: int, causal: bool) -> None:
         self.model = model
         self.style_label_id = style_label_id
         self.pad_id = pad_id
         self.device = next(model.parameters()).device
         params = inspect.signature(model.forward).parameters
         self._cache_arg = next((name for name in ("cache", "past_key_values") if name in params), None)
-        self._readings: OrderedDict[str, Reading] = OrderedDict()
+        self._readings: OrderedDict[str, tuple[Reading, int]] = OrderedDict()  # with its bytes
         self._lock = threading.Lock()
+        self.budget_bytes = budget_bytes
+        self.kept_bytes = 0
         self.tokens_read = 0
-        self.keep = keep if causal and self._cache_arg else 0
-        if self.keep and not self._reads_on_correctly():
-            self.keep = 0
-        self._readings.clear()  # the check's
+        self.reads_on = bool(budget_bytes > 0 and causal and self._cache_arg)
+        self.reads_on = self.reads_on and self._reads_on_correctly()
+        for key in list(self._readings):  # the check's
+            self.forget(key)
         self.tokens_read = 0
 
     def read(self, windows: Sequence[list[int]], keys: Sequence[str]) -> list[list[bool]]:
@@ -66,15 +73,15 @@ class WindowReader:
 
     def forget(self, key: str) -> None:
         with self._lock:
-            self._readings.pop(key, None)
+            self._take(key)
 
     # -- the reading ----------------------------------------------------------------------------
 
     def _read(self, windows: Sequence[list[int]], keys: Sequence[str]) -> list[tuple[list[bool], Any]]:
         """Per window: its style flags, and the logits of the positions run through the model."""
-        keys = [key if self.keep else "" for key in keys]
+        keys = [key if self.reads_on else "" for key in keys]
         with self._lock:
-            readings = [self._readings.pop(key, None) if key else None for key in keys]
+            readings = [self._take(key) if key else None for key in keys]
         shared = [_common_prefix(reading.ids, window) if reading else 0 for reading, window in zip(readings, windows)]
         logits: list[Any] = [None] * len(windows)
         caches: list[Any] = [None] * len(windows)
@@ -97,11 +104,19 @@ class WindowReader:
                 self._store(keys[row], Reading(list(window), cache, flags))
         return results
 
+    def _take(self, key: str) -> Reading | None:
+        reading, nbytes = self._readings.pop(key, (None, 0))
+        self.kept_bytes -= nbytes
+        return reading
+
     def _store(self, key: str, reading: Reading) -> None:
+        nbytes = reading.nbytes
         with self._lock:
-            self._readings[key] = reading
-            while len(self._readings) > self.keep:
-                self._readings.popitem(last=False)
+            self._take(key)
+            self._readings[key] = (reading, nbytes)
+            self.kept_bytes += nbytes
+            while self.kept_bytes > self.budget_bytes and len(self._readings) > 1:
+                self._take(next(iter(self._readings)))
 
     def _forward(self, windows: list[list[int]], starts: list[int], readings: list[Reading | None],
                  keep: list[bool]) -> list[tuple[Any, Any]]:
