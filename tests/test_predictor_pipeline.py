@@ -321,4 +321,7 @@ def test_paper_shaped_predictor_drives_synthesize(tmp_path, smol_tokenizer, gemm
     (record,) = read_jsonl(tmp_path / "run" / "records.jsonl")
     roles = [span["role"] for span in record["spans"]]
     assert "teacher" in roles and "student" in roles  # the predictor's verdicts made the hand-overs
+    # each predictor read on from what it read of the sample, and forgot it when the sample ended
+    assert student.predictor.reads_on and teacher.predictor.reads_on
+    assert student.predictor.reader.kept_bytes == teacher.predictor.reader.kept_bytes == 0
     assert record["models"]["student"]["predictor"] == folder
