@@ -290,5 +290,6 @@ def median_ratio(ratios: list[float]) -> str:
     shown = f"{ratios[(len(ratios) - 1) // 2]:.2f}x"
     return shown + (f" ({ratios[0]:.2f}-{ratios[-1]:.2f})" if len(ratios) > 1 else "")
 
+
 if __name__ == "__main__":
     main()

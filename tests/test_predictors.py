@@ -1,5 +1,6 @@
 """Boundary predictors: the lexicon rules on real tokenizations, `cut_index`, and the classifier
-on tiny hand-wired token-classification checkpoints whose verdicts are known in advance."""
+on tiny hand-wired token-classification checkpoints whose verdicts are known in advance (and, for
+reading on, a random one whose verdicts are checked against reading every window whole)."""
 
 from __future__ import annotations
 
@@ -369,3 +370,22 @@ def test_reading_on_gives_the_verdicts_of_reading_whole(tmp_path, smol_tokenizer
 
     first, again = run(over_budget())
     assert again == first > 0
+
+
+def test_context_window_starts_at_fixed_points(checkpoints, smol_tokenizer):
+    """Between half and all of `max_context_tokens` tokens of context, and while the text grows
+    the window keeps its first ids (so a sample's next query shares them) until it moves on."""
+    predictor = load_predictor(checkpoints["offset0"], max_context_tokens=16)
+    pieces = pieces_of(smol_tokenizer, QWEN_LIKE * 2)
+    starts, queries, previous = 0, 0, None
+    for end in range(40, len(pieces) - 3):
+        if not pieces[end].strip():
+            continue
+        queries += 1
+        ids, targets = predictor._encode(SpanQuery("".join(pieces[:end]), pieces[end:end + 3]))
+        assert 8 <= targets[0] < 16  # the span's first token comes after 8..15 tokens of context
+        if previous is not None and ids[:4] != previous[:4]:
+            starts += 1
+        previous = ids
+    assert 2 <= starts <= queries // 4  # it moves on now and then (half a window of tokens, 64 characters)
+    run(predictor.aclose())
