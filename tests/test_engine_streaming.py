@@ -239,3 +239,31 @@ def test_adaptive_k_same_records_fewer_tokens_without_streaming(smol_tokenizer, 
     assert sum(r.generated for r in results_adaptive) < sum(r.generated for r in results_fixed)
     assert fixed.k_used()["student"] == k or fixed.k_used()["student"] < k  # budget ends may ask for less
     assert adaptive.k_used()["student"] < fixed.k_used()["student"]
+
+
+@pytest.mark.parametrize("method", ["teacher-only", "teacher-think"])
+def test_a_single_model_write_stops_at_the_end_of_thinking(smol_tokenizer, gemma_tokenizer, method):
+    """A model writing a section alone stops once its thinking ends (or a stop string comes): the
+    text after the marker, which the record drops, is not generated; the records are the same."""
+    from tessy.methods import run_method
+
+    teacher_script = ("Two plus three is five. We check it twice, carefully.\n</think> The answer is five, "
+                      "as the long explanation above shows in every detail. " * 3)
+
+    def run_with(stream_chunk: int):
+        fmt = ThinkTestFormat()
+        student = Party("student", ScriptedBackend(smol_tokenizer, "The answer is 5.", "student",
+                                                   stream_chunk=stream_chunk), fmt, TokenLocal(), k=8)
+        teacher = Party("teacher", ScriptedBackend(gemma_tokenizer, teacher_script, "teacher",
+                                                   stream_chunk=stream_chunk), fmt, TokenLocal(), k=8)
+        engine = Engine(student, teacher, Limits(max_tokens=200, max_answer_tokens=30))
+        return asyncio.run(run_method(engine, method, "s1", [{"role": "user", "content": PROMPTS[0]}]))
+
+    streamed, whole = run_with(1), run_with(0)
+    assert comparable(streamed) == comparable(whole)
+    assert "</think>" in streamed.assistant_content and streamed.finish_reason in ("stop", "length")
+    thinking = next(span for span in whole.spans if span.section == "thinking")
+    assert thinking.generated > thinking.tokens_own + 10  # without streaming the answer after the marker is paid for
+    streamed_thinking = next(span for span in streamed.spans if span.section == "thinking")
+    assert streamed_thinking.generated <= streamed_thinking.tokens_own + 4  # the marker's tokens, no more
+    assert streamed.generated < whole.generated

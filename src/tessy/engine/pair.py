@@ -32,6 +32,8 @@ from tessy.voices import with_voice
 
 #: The fewest tokens an adaptive-k request asks for.
 MIN_REQUEST = 4
+#: Tokens an end marker or stop string spans at most (a single-model write stops at it).
+END_MARKER_TOKENS = 32
 
 
 class Engine:
@@ -241,11 +243,26 @@ class Engine:
 
     async def write(self, state: SampleState, role: str, budget: int, find_end: Callable[[str], int | None] | None = None,
                     temperature: float | None = None, own_tokens: bool = False) -> Written:
-        """`role` continues its sequence alone (`decode.write_until`); `state.ids` is unchanged."""
+        """`role` continues its sequence alone (`decode.write_until`); `state.ids` is unchanged.
+        Where the backend streams, a request stops once `find_end` finds the end in the text
+        written so far (the end of thinking, a stop string): what would follow is dropped anyway."""
         party = self.parties[role]
+        start = len(state.ids[role])
 
         async def generate(context: list[int], n: int):
-            return await self.generate(state, role, context, n, temperature)
+            if find_end is None or not party.backend.streams_tokens:
+                return await self.generate(state, role, context, n, temperature)
+            seen = list(context[start:][-END_MARKER_TOKENS:])  # the tokens before this request's
+
+            async def at_end(ids: list[int], done: bool) -> bool:
+                # Only whether to stop: write_until finds the end itself, in the kept pieces. An end
+                # is a marker or stop string, and the text before this request had none, so it lies
+                # in the new tokens and the few before them (a marker split across requests).
+                seen.extend(ids)
+                tail = seen[-(len(ids) + END_MARKER_TOKENS):]
+                return find_end(party.tokenizer.decode(tail, skip_special_tokens=False)) is not None
+
+            return await self.generate(state, role, context, n, temperature, on_tokens=at_end)
 
         return await write_until(generate, party.backend, state.ids[role], budget=budget,
                                  meter=self.meter(role, own_tokens), chunk=self.limits.answer_chunk,
