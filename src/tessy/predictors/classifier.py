@@ -56,7 +56,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from tessy.predictors.base import BoundaryPredictor, SpanQuery, count_final, fill_whitespace_verdicts, piece_bounds
-from tessy.predictors.reading import WindowReader
+from tessy.predictors.reading import WindowReader, logits_agree
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ class ClassifierPredictor(BoundaryPredictor):
         with torch.inference_mode():
             whole = self.model(input_ids=ids).logits[0, :4].float()
             prefix = self.model(input_ids=ids[:, :4]).logits[0].float()
-        return bool(torch.allclose(whole, prefix, rtol=1e-2, atol=1e-3 * (1 + float(prefix.abs().max()))))
+        return logits_agree(whole, prefix)
 
     @property
     def reads_on(self) -> bool:

@@ -152,8 +152,6 @@ class WindowReader:
     def _reads_on_correctly(self) -> bool:
         """Whether reading on (two samples of different lengths in one padded batch, one of them
         cut back) gives the logits of reading whole."""
-        import torch
-
         vocab = self.model.config.vocab_size
         first, second = [(5 + 7 * i) % vocab for i in range(14)], [(11 + 3 * i) % vocab for i in range(9)]
         try:
@@ -163,12 +161,18 @@ class WindowReader:
         except Exception as exc:  # noqa: BLE001 - a model or cache that cannot read on: read whole
             logger.info("the predictor reads every window whole: reading on failed (%s: %s)", type(exc).__name__, exc)
             return False
-        agree = all(torch.allclose(got[1], full[1][-len(got[1]):], rtol=1e-2,
-                                  atol=1e-3 * (1 + float(full[1].abs().max())))
-                    for got, full in zip(onward, whole))
+        agree = all(logits_agree(got[1], full[1][-len(got[1]):]) for got, full in zip(onward, whole))
         if not agree:
             logger.info("the predictor reads every window whole: reading on changes its logits")
         return agree
+
+
+def logits_agree(got: Any, expected: Any) -> bool:
+    """Whether two logit tensors are the same up to float rounding (of the model's dtype)."""
+    import torch
+
+    return bool(torch.allclose(got.float(), expected.float(), rtol=1e-2,
+                               atol=1e-3 * (1 + float(expected.float().abs().max()))))
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
