@@ -120,28 +120,37 @@ def server_command(kind: str, role: str, port: int, args) -> list[str]:
     return command
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from /proc (0.0 where there is none)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 @contextmanager
 def servers(kind: str, args, logs: Path):
-    """{role: url}: one fresh server per role, killed at the end."""
+    """({role: url}, {role: pid}): one fresh server per role, killed at the end."""
     procs = []
     try:
-        urls = {}
+        urls, pids = {}, {}
         for role in ROLES:
             port = free_port()
             log = logs / f"{role}.log"
             with open(log, "w") as out:
                 procs.append(subprocess.Popen(server_command(kind, role, port, args), stdout=out,
                                               stderr=subprocess.STDOUT, cwd=ROOT))
-            urls[role] = f"http://127.0.0.1:{port}"
+            urls[role], pids[role] = f"http://127.0.0.1:{port}", procs[-1].pid
             wait_ready(urls[role], procs[-1], log)
-        yield urls
+        yield urls, pids
     finally:
         for proc in procs:
             proc.kill()
             proc.wait(timeout=30)
 
 
-def run_method(method: str, urls: dict[str, str], prompts: Path, folder: Path, args) -> dict:
+def run_method(method: str, urls: dict[str, str], pids: dict[str, int], prompts: Path, folder: Path, args) -> dict:
     from tessy.cli.demo import PAIRS
     from tessy.config import ModelConfig, SynthesizeConfig
     from tessy.records import read_records
@@ -170,9 +179,11 @@ def run_method(method: str, urls: dict[str, str], prompts: Path, folder: Path, a
         for role in ROLES:
             engine.parties[role].backend.slots = 0  # no id_slot: the server chooses
     load = os.getloadavg()[0]
+    server_cpu = {role: cpu_seconds(pid) for role, pid in pids.items()}
     started, cpu = time.perf_counter(), time.process_time()
     report = synthesize(config, engine=engine)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    server_cpu = {role: cpu_seconds(pid) - server_cpu[role] for role, pid in pids.items()}
     records = list(read_records(folder / method / "records.jsonl"))
     kept = sum(r["totals"]["tokens_student"] for r in records)
     stats = report.server_stats
@@ -192,6 +203,8 @@ def run_method(method: str, urls: dict[str, str], prompts: Path, folder: Path, a
         "prompt_reported": sum(c.get("prompt_reported", 0) for c in stats.values()),
         "predictor_busy_share": round(predictor_busy / wall, 3) if wall else 0.0,
         "client_cpu_ms_per_kept": round(1000 * cpu / kept, 2) if kept else None,
+        # CPU seconds per wall second of each server: how busy it was kept (1.0 = one core throughout)
+        **{f"{role}_server_busy": round(seconds / wall, 3) if wall else 0.0 for role, seconds in server_cpu.items()},
         "teacher_share": round(report.teacher_share, 3) if report.teacher_share is not None else None,
         "k_used": report.k_used, "lockstep_steps": lockstep.steps if lockstep else None,
         "load_at_start": round(load, 2), "load_at_end": round(os.getloadavg()[0], 2),
@@ -240,8 +253,8 @@ def main() -> None:
             for method in methods[shift:] + methods[:shift]:
                 where = folder / f"round-{round_}"
                 (where / "logs" / method).mkdir(parents=True)
-                with servers(args.servers, args, where / "logs" / method) as urls:
-                    row = run_method(method, urls, prompts, where, args)
+                with servers(args.servers, args, where / "logs" / method) as (urls, pids):
+                    row = run_method(method, urls, pids, prompts, where, args)
                 runs[method].append({**row, "round": round_})
                 print(f"{method}: {row['samples']} samples in {row['wall_s']:.0f}s", file=sys.stderr)
     baselines = {name: runs[name] for name in BASELINES if name in runs}
@@ -270,6 +283,7 @@ def print_table(rows: list[dict]) -> None:
                ("req/kept", "requests_per_kept", ".3f"), ("prompt proc/kept", "prompt_processed_per_kept", ".2f"),
                ("prompt sent/kept", "prompt_sent_per_kept", ".2f"), ("pred busy", "predictor_busy_share", ".1%"),
                ("client ms/kept", "client_cpu_ms_per_kept", ".2f"),
+               ("student busy", "student_server_busy", ".0%"), ("teacher busy", "teacher_server_busy", ".0%"),
                ("teacher", "teacher_share", ".1%")]
     baselines = [name for name in BASELINES if rows and f"vs_{name}_runs" in rows[0]]
     header = (f"{'method':<17}{'samples':>8}" + "".join(f"{name:>18}" for name, _, _ in columns)

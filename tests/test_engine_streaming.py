@@ -223,6 +223,65 @@ def test_lexicon_final_verdicts_never_change():
             assert label_pieces(context, pieces[:m])[:final] == full[:final], (context, pieces[:m], final)
 
 
+def turn_engine(student_tok, teacher_tok, turn_requests: bool, stream_chunk: int, fmt=None, k=8, **limits) -> Engine:
+    fmt = fmt or PlainTestFormat()
+    parties = [Party(role, ScriptedBackend(tok, script, role, stream_chunk=stream_chunk), fmt, TokenLocal(), k=k)
+               for role, tok, script in (("student", student_tok, STUDENT_SCRIPT), ("teacher", teacher_tok, TEACHER_SCRIPT))]
+    engine = Engine(*parties, Limits(**limits))
+    engine.turn_requests = turn_requests
+    return engine
+
+
+@pytest.mark.parametrize("stream_chunk", [1, 5])  # 5: chunks that straddle the steps' ends
+@pytest.mark.parametrize("thinking", [False, True])
+def test_one_request_serves_a_turns_steps(smol_tokenizer, gemma_tokenizer, stream_chunk, thinking):
+    """A turn that goes on past its step keeps its request: the same records as a request per
+    step (a scripted model's tokens depend only on the sequence), in fewer requests."""
+    fmt = ThinkTestFormat() if thinking else None
+    limits = dict(max_tokens=150, max_answer_tokens=20) if thinking else dict(max_tokens=150)
+    turn = run_all(turn_engine(smol_tokenizer, gemma_tokenizer, True, stream_chunk, fmt, k=3, **limits))
+    step = run_all(turn_engine(smol_tokenizer, gemma_tokenizer, False, stream_chunk, fmt, k=3, **limits))
+    assert [comparable(r) for r in turn] == [comparable(r) for r in step]
+    assert sum(r.steps for r in turn) < sum(r.steps for r in step)
+    if stream_chunk == 1:  # (a server that sends several tokens at once may have made a few more by the cut)
+        assert sum(r.generated for r in turn) <= sum(r.generated for r in step)
+    for result in turn:  # totals stay consistent
+        assert result.discarded == result.generated - sum(span.tokens_own for span in result.spans)
+
+
+class FailingAt(TokenLocal):
+    def __init__(self, call: int):
+        super().__init__()
+        self.calls, self.failing_call = 0, call
+
+    async def label(self, query: SpanQuery) -> list[bool]:
+        self.calls += 1
+        if self.calls == self.failing_call:
+            raise RuntimeError("predictor fault")
+        return await super().label(query)
+
+
+@pytest.mark.parametrize("where", ["server", "predictor"])
+def test_a_fault_during_a_turn_request_fails_its_sample_and_stops_the_request(smol_tokenizer, gemma_tokenizer, where):
+    """A server or predictor fault while a turn's request is going on reaches the sample (the
+    runner retries it); no request is left running."""
+    engine = turn_engine(smol_tokenizer, gemma_tokenizer, True, 1, max_tokens=150)
+    teacher = engine.parties["teacher"]
+    if where == "server":
+        teacher.backend.fail_on_call = lambda call: RuntimeError("server fault") if call == 2 else None
+    else:  # mid-turn: the teacher's request waits for the loop
+        engine.parties["teacher"] = dataclasses.replace(teacher, predictor=FailingAt(5))
+
+    async def go():
+        with pytest.raises(RuntimeError, match=f"{where} fault"):
+            await engine.run("p0", [{"role": "user", "content": PROMPTS[0]}])
+        for _ in range(5):  # a cancelled request closes its stream first
+            await asyncio.sleep(0)
+        return [task for task in asyncio.all_tasks() if task is not asyncio.current_task() and not task.done()]
+
+    assert asyncio.run(go()) == []
+
+
 @pytest.mark.parametrize("k", [8, 20])
 def test_adaptive_k_same_records_fewer_tokens_without_streaming(smol_tokenizer, gemma_tokenizer, k):
     def engine(adaptive: bool) -> Engine:

@@ -217,8 +217,10 @@ class Journal:
                  f" with {len(open_span['ids'])} tokens of its open span" if open_span else "", state.generated)
         return last.get("finish")
 
-    def _counters(self, state: "SampleState", cursor: _Cursor) -> dict:
-        return {"lengths": cursor.lengths, "generated": state.generated, "steps": state.steps,
+    def _counters(self, state: "SampleState", cursor: _Cursor, handed_out: int | None = None) -> dict:
+        going = handed_out is not None  # a request still going on: its tokens so far, and itself
+        return {"lengths": cursor.lengths, "generated": state.generated + (handed_out or 0),
+                "steps": state.steps + going,
                 "generate_s": state.generate_s, "predict_s": state.predict_s,
                 "wall_s": round(cursor.prior_wall_s + time.perf_counter() - cursor.started, 4)}
 
@@ -245,15 +247,19 @@ class Journal:
         self._append(state.sample_id, line)
 
     def step_kept(self, state: "SampleState", span) -> None:
-        """Append the open span's new ids after a step without a cut (`cooperative.OpenSpan`)."""
+        """Append the open span's new ids after a step without a cut (`cooperative.OpenSpan`). Its
+        request may still be going on: it counts as made, with the tokens it handed out so far
+        (a restart makes a new one where the turn goes on, so a resumed sample's `steps` may be
+        one more than an uninterrupted run's)."""
         cursor = self._cursors.get(state.sample_id)
         if cursor is None:
             return
         pieces = span.pieces.ids[cursor.open_ids:]
         cursor.open_ids, cursor.open_steps = len(span.pieces.ids), cursor.open_steps + 1
+        handed_out = span.handed_out()
         line = {"id": state.sample_id, "prompt": cursor.prompt, "fp": self.fingerprint, "n": state.turns,
-                "step": cursor.open_steps, "role": span.role, "pieces": pieces, "span_generated": span.generated,
-                **self._counters(state, cursor)}
+                "step": cursor.open_steps, "role": span.role, "pieces": pieces,
+                "span_generated": span.generated + (handed_out or 0), **self._counters(state, cursor, handed_out)}
         self._append(state.sample_id, line)
 
     def end(self, sample_id: str) -> None:

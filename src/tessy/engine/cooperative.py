@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING
 from tessy.engine.decode import IncrementalDecoder, Pieces, fit
 from tessy.engine.state import OTHER, STUDENT, SampleResult, SampleState
 from tessy.engine.text import tail_repetition, word_boundary_after, word_boundary_at_or_before
+from tessy.engine.turn_request import TurnRequest
 from tessy.predictors.base import cut_index
 
 if TYPE_CHECKING:
@@ -76,6 +77,22 @@ class OpenSpan:
     decoder: IncrementalDecoder
     pieces: Pieces = field(default_factory=Pieces)
     generated: int = 0
+    request: TurnRequest | None = None  # the streamed request serving the span's steps, if one is going on
+
+    def handed_out(self) -> int | None:
+        """Tokens the span's request has handed to steps, None where none is going on: not yet in
+        `generated` nor in the sample's counters (`Engine.generate` counts a request as it ends)."""
+        return self.request.handed_out if self.request is not None else None
+
+    async def end_request(self) -> bool:
+        """Stop the span's streamed request, if one is going on, and count what it generated;
+        returns whether the model itself ended it."""
+        if self.request is None:
+            return False
+        stopped, generated = await self.request.close()
+        self.request = None
+        self.generated += generated
+        return stopped
 
 
 async def run_cooperative(engine: "Engine", sample_id: str, messages: list[dict[str, str]]) -> SampleResult:
@@ -128,6 +145,20 @@ async def alternate(engine: "Engine", state: SampleState, span: OpenSpan | None 
     budget = engine.limits.thinking_budget() if engine.has_thinking else engine.limits.max_tokens
     span = span if span is not None else open_span(engine, state)
     while True:
+        try:
+            finish = await run_turn(engine, state, section, budget, span)
+        finally:
+            if span.request is not None:  # an error or a cancellation: the open request goes too
+                span.request.cancel()
+        if finish is not None:
+            return finish
+        span = open_span(engine, state)
+
+
+async def run_turn(engine: "Engine", state: SampleState, section: str, budget: int, span: OpenSpan) -> str | None:
+    """The open span's model writes step by step until a cut hands the turn to the other model
+    (None) or the alternation ends (its finish)."""
+    while True:
         role = state.turn
         party = engine.parties[role]
         meter = engine.meter(role)
@@ -136,6 +167,7 @@ async def alternate(engine: "Engine", state: SampleState, span: OpenSpan | None 
         room = party.backend.max_context - len(context)
         repeating = len(span.pieces) > 0 and tail_repetition(state.section_text(section) + span.pieces.text)
         if len(state.spans) >= engine.limits.max_spans or left <= 0 or room <= 0 or repeating:
+            await span.end_request()
             close(engine, state, section, span, len(span.pieces), budget)
             return turn_closed(engine, state, "repetition" if repeating else "length" if left <= 0
                                else "context" if room <= 0 else "max_spans")
@@ -144,15 +176,10 @@ async def alternate(engine: "Engine", state: SampleState, span: OpenSpan | None 
         # certain; asked for in smaller requests where the backend cannot stop one (adaptive k).
         window = min(party.k, left, room)
         step = Step(engine, state, section, span, window)
-        while True:
-            received = len(span.pieces) - step.start
-            size = engine.request_size(role, window - received)
-            _, stopped, generated = await engine.generate(state, role, state.ids[role] + span.pieces.ids, size,
-                                                          on_tokens=step.arrived)
-            span.generated += generated
-            if (stopped or step.certain or len(span.pieces) - step.start in (received, window)
-                    or step.end()[0] is not None):
-                break
+        if party.backend.streams_tokens and engine.turn_requests:
+            stopped = await step.take(room)
+        else:
+            stopped = await step.request()
         start = step.start
         # The end of the thinking section (or a stop string) ends the span; its marker is dropped.
         end, usable = step.end()
@@ -162,7 +189,8 @@ async def alternate(engine: "Engine", state: SampleState, span: OpenSpan | None 
         if cut is None and not ended:
             if engine.journal is not None:  # the open span so far, written ahead too (long spans)
                 engine.journal.step_kept(state, span)
-            continue  # no cut: the same model goes on
+            continue  # no cut: the same model goes on (its request, if it streams, too)
+        await span.end_request()
 
         keep, forced = usable, False
         if cut is not None:
@@ -178,8 +206,7 @@ async def alternate(engine: "Engine", state: SampleState, span: OpenSpan | None 
         if cut is None:  # the model ended the section itself
             return turn_closed(engine, state, THINKING_DONE if engine.has_thinking else "stop")
         state.turn = OTHER[role]
-        turn_closed(engine, state, None)
-        span = open_span(engine, state)
+        return turn_closed(engine, state, None)
 
 
 def turn_closed(engine: "Engine", state: SampleState, finish: str | None) -> str | None:
@@ -213,6 +240,50 @@ class Step:
         if self.start:
             left = engine.typical_turn(span.role, window + self.start) - self.start
             self._next_check = left if left > 0 else max(1, window // 2)
+
+    async def request(self) -> bool:
+        """Fill this step with requests of its own (smaller ones where the backend cannot stop
+        one and the role has adaptive k) until it holds its window, its cut is certain or the
+        section ends; returns whether the model stopped."""
+        engine, span = self.engine, self.span
+        while True:
+            received = len(span.pieces) - self.start
+            size = engine.request_size(span.role, self.window - received)
+            _, stopped, generated = await engine.generate(self.state, span.role, self.state.ids[span.role] + span.pieces.ids,
+                                                          size, on_tokens=self.arrived)
+            span.generated += generated
+            if (stopped or self.certain or len(span.pieces) - self.start in (received, self.window)
+                    or self.end()[0] is not None):
+                return stopped
+
+    async def take(self, most: int) -> bool:
+        """Fill this step from the span's streamed request until the step holds its window, its
+        cut is certain or the section ends; the request goes on into the next step unless the loop
+        ends it. Where none is going on, one starts for the `most` tokens the context has room for:
+        the loop, not the request's length, keeps the turn within the budget (so a turn needs one
+        request whatever its length, also when the sample resumes part-way). Returns whether the
+        model stopped."""
+        engine, span = self.engine, self.span
+        engine.request_size(span.role, self.window)  # counted per step: the k in effect
+        fresh = False  # a request this step started has given nothing yet
+        while (received := len(span.pieces) - self.start) < self.window:
+            if span.request is None:
+                if fresh or most <= received:
+                    return False
+                span.request = TurnRequest(engine, self.state, span.role, self.state.ids[span.role] + span.pieces.ids,
+                                           most - received)
+                fresh = True
+            ids = await span.request.next()
+            if ids is None:  # the request is over: the model stopped, or it gave all it was asked for
+                if await span.end_request():
+                    return True
+                continue
+            fresh = False
+            room = self.window - received
+            span.request.pending = ids[room:]  # past this step: the next step's
+            if await self.arrived(ids[:room], False):
+                return False
+        return False
 
     def end(self) -> tuple[int | None, int]:
         """Where the section (or response) ends in the span's text, and the tokens before it."""

@@ -67,6 +67,8 @@ class Engine:
         self.journal: Any = None
         # Whether a model reads the prompt while the other writes the first turn (`warm`).
         self.warm_prompts = True
+        # Whether a streaming backend serves a turn's steps with one request (`TurnRequest`).
+        self.turn_requests = True
 
     async def run(self, sample_id: str, messages: list[dict[str, str]]) -> SampleResult:
         """Algorithm 1 for one sample (`cooperative.run_cooperative`)."""
