@@ -26,7 +26,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 STUDENT_DEMO = "smollm2-135m-instruct"
 TEACHER_DEMO = "gemma3-270m"
@@ -180,6 +180,15 @@ def _converted_demo_model(demo: DemoModel) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def cache_argument(model: Any) -> str | None:
+    """The name by which a transformers model's `forward` takes its key/value cache: `cache`
+    (newer transformers, where `past_key_values` is deprecated) or `past_key_values`."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return next((name for name in ("cache", "past_key_values") if name in params), None)
 
 
 def load_tokenizer(spec: str):

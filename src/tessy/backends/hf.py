@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tessy.backends.base import Backend, Generation, SamplingParams, TokenStream
-from tessy.models import resolve_model
+from tessy.models import cache_argument, resolve_model
 
 
 @dataclass
@@ -108,6 +108,7 @@ class HFBackend(Backend):
         self.model_name = model
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(self.device).eval()
+        self._cache_arg = cache_argument(self.model) or "past_key_values"
         config = self.model.config.get_text_config(decoder=True)
         self.max_context = int(max_context or getattr(config, "max_position_embeddings", 0) or 2048)
         self.max_batch = max(1, int(max_batch))
@@ -326,7 +327,7 @@ class HFBackend(Backend):
     def _forward(self, tokens, positions, mask, cache):
         out = self.model(
             input_ids=tokens, position_ids=positions, attention_mask=mask,
-            past_key_values=cache, use_cache=True, logits_to_keep=1,
+            use_cache=True, logits_to_keep=1, **{self._cache_arg: cache},
         )
         self.stats.forwards += 1
         return out.logits[:, -1, :].float()

@@ -86,7 +86,7 @@ def print_report(report) -> None:
         if warning:
             print(f"warning: {warning}")
     if report.k_used:
-        print("k per request (adaptive k): " + ", ".join(f"{role} {k:g}" for role, k in sorted(report.k_used.items())))
+        print("k per request or step (adaptive k): " + ", ".join(f"{role} {k:g}" for role, k in sorted(report.k_used.items())))
     if report.finish_reasons:
         reasons = ", ".join(f"{name} {count}" for name, count in sorted(report.finish_reasons.items()))
         print(f"finish reasons: {reasons}")

@@ -33,6 +33,12 @@ the turn typically goes on past it: generate-then-cut), else halfway. A
 predictor that cannot say (lookahead None), or a backend that cannot stream, gives the paper's
 generate-then-cut.
 
+One request per turn: over a streaming backend a step is fed from the open span's
+`TurnRequest`, asked for all the tokens the turn may take (`Step.take`); a step without a cut
+leaves it going for the next step, and the loop closes it at the cut, the section's end or the
+budget. Each step still sees exactly its own k tokens, so verdicts and cuts are those of a
+request per step.
+
 Reading ahead: as a new sample starts, the teacher's backend reads the prompt in the background
 (`Engine.warm`, where a server keeps it for the sample) while the student writes the first turn;
 the teacher's first request waits for that and finds the prompt cached. Records do not change.
@@ -177,7 +183,7 @@ async def run_turn(engine: "Engine", state: SampleState, section: str, budget: i
         window = min(party.k, left, room)
         step = Step(engine, state, section, span, window)
         if party.backend.streams_tokens and engine.turn_requests:
-            stopped = await step.take(room)
+            stopped = await step.take(min(room, 2 * left + window))
         else:
             stopped = await step.request()
         start = step.start
@@ -259,10 +265,11 @@ class Step:
     async def take(self, most: int) -> bool:
         """Fill this step from the span's streamed request until the step holds its window, its
         cut is certain or the section ends; the request goes on into the next step unless the loop
-        ends it. Where none is going on, one starts for the `most` tokens the context has room for:
-        the loop, not the request's length, keeps the turn within the budget (so a turn needs one
-        request whatever its length, also when the sample resumes part-way). Returns whether the
-        model stopped."""
+        ends it. Where none is going on, one starts for `most` tokens: what the context has room
+        for, at most twice the budget left (counted in the student's tokens) and a step more. The
+        loop, not the request's length, keeps the turn within the budget, so a turn needs a second
+        request only where the model's own tokens outnumber the student's twice over. Returns
+        whether the model stopped."""
         engine, span = self.engine, self.span
         engine.request_size(span.role, self.window)  # counted per step: the k in effect
         fresh = False  # a request this step started has given nothing yet

@@ -61,7 +61,8 @@ class Engine:
         self.shared_vocab = student.tokenizer.get_vocab() == teacher.tokenizer.get_vocab()
         # Adaptive k (`request_size`): recent span lengths of the run, and what was asked for.
         self.span_lengths = {role: deque(maxlen=64) for role in self.parties}
-        self.requests = {role: [0, 0] for role in self.parties}  # [tokens asked for, requests]
+        # [tokens asked, asks]: an ask is a request, or a step of a turn request (`Step.take`)
+        self.requests = {role: [0, 0] for role in self.parties}
         # Mid-trace resume (`tessy.journal.Journal`, set by the runner): the cooperative loop
         # rebuilds a sample from it and reports each closed turn to it. None: no journal.
         self.journal: Any = None
@@ -194,7 +195,7 @@ class Engine:
         self.span_lengths[role].append(kept)
 
     def k_used(self) -> dict[str, float]:
-        """Mean tokens asked for per cooperative request, per role (the k in effect)."""
+        """Mean tokens asked for per cooperative request or step, per role (the k in effect)."""
         return {role: round(asked / count, 2) for role, (asked, count) in self.requests.items() if count}
 
     async def label(self, state: SampleState, role: str, context: str, pieces: list[str]) -> list[bool]:

@@ -23,12 +23,13 @@ Promises:
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Sequence
+
+from tessy.models import cache_argument
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +54,7 @@ class WindowReader:
         self.style_label_id = style_label_id
         self.pad_id = pad_id
         self.device = next(model.parameters()).device
-        params = inspect.signature(model.forward).parameters
-        self._cache_arg = next((name for name in ("cache", "past_key_values") if name in params), None)
+        self._cache_arg = cache_argument(model)
         self._readings: OrderedDict[str, tuple[Reading, int]] = OrderedDict()  # with its bytes
         self._lock = threading.Lock()
         self.budget_bytes = budget_bytes
