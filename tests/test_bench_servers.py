@@ -1,7 +1,8 @@
 """bench/bench_servers.py runs end to end on its GPU-sim servers (no models; the demo tokenizers),
 and its figures are internally consistent: every prompt has a record in every method, the
-lock-step run took steps, and generate-then-cut never generates less than streaming stopped at
-the cut on the same scripted servers; `--repeat` keeps every round's figures."""
+lock-step run took steps, generate-then-cut never generates less than streaming stopped at the
+cut on the same scripted servers, and each server's CPU share says which servers worked;
+`--repeat` keeps every round's figures."""
 
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ def test_bench_servers_on_gpu_sim_servers(tmp_path):
     # the scripted servers write the same text for every method: the paper's cut generates more
     assert rows["tessy-no-stream"]["generated_per_kept"] >= rows["tessy"]["generated_per_kept"]
     assert rows["teacher-only"]["teacher_share"] == 1.0
+    # each server's CPU share: teacher-only leaves the student's server idle; tessy asks both
+    only = rows["teacher-only"]
+    assert only["teacher_server_busy"] > only["student_server_busy"] >= 0.0, only
+    assert rows["tessy"]["student_server_busy"] > 0.0 and rows["tessy"]["teacher_server_busy"] > 0.0
     # the servers said what the prompts cost (usage on every streamed event, even when closed early)
     assert all(row["prompt_reported"] > 0 for row in rows.values())
     assert rows["tessy"]["prompt_processed_per_kept"] < rows["tessy"]["prompt_sent_per_kept"]
