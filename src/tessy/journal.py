@@ -220,7 +220,7 @@ class Journal:
     def _counters(self, state: "SampleState", cursor: _Cursor, handed_out: int | None = None) -> dict:
         going = handed_out is not None  # a request still going on: its tokens so far, and itself
         return {"lengths": cursor.lengths, "generated": state.generated + (handed_out or 0),
-                "steps": state.steps + going,
+                "steps": state.steps + int(going),
                 "generate_s": state.generate_s, "predict_s": state.predict_s,
                 "wall_s": round(cursor.prior_wall_s + time.perf_counter() - cursor.started, 4)}
 

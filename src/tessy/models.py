@@ -14,6 +14,9 @@ Loading a GGUF through transformers takes 15-45 s, so the first use converts it 
 safetensors folder under the cache (`$TESSY_CACHE`, default `~/.cache/tessy`); later loads take
 about a second. Conversion writes to a temporary folder and renames it, so a crash never leaves a
 half-written model behind.
+
+`cache_argument` says how a loaded transformers model takes its key/value cache (the name changed
+across the transformers versions this project supports).
 """
 
 from __future__ import annotations
