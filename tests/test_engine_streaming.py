@@ -226,7 +226,8 @@ def test_lexicon_final_verdicts_never_change():
 def turn_engine(student_tok, teacher_tok, turn_requests: bool, stream_chunk: int, fmt=None, k=8, **limits) -> Engine:
     fmt = fmt or PlainTestFormat()
     parties = [Party(role, ScriptedBackend(tok, script, role, stream_chunk=stream_chunk), fmt, TokenLocal(), k=k)
-               for role, tok, script in (("student", student_tok, STUDENT_SCRIPT), ("teacher", teacher_tok, TEACHER_SCRIPT))]
+               for role, tok, script in (("student", student_tok, STUDENT_SCRIPT),
+                                         ("teacher", teacher_tok, TEACHER_SCRIPT))]
     engine = Engine(*parties, Limits(**limits))
     engine.turn_requests = turn_requests
     return engine

@@ -147,7 +147,8 @@ def test_a_sample_resumed_from_any_closed_turn_ends_as_an_uninterrupted_one(tmp_
         # The journal goes on where it stopped: the same lines as the uninterrupted run's (but the
         # request count, as above).
         again = [json.loads(line) for line in (folder / JOURNAL_FILE).read_bytes().splitlines()]
-        strip = lambda line: {k: v for k, v in line.items() if k not in ("wall_s", "generate_s", "predict_s", "steps")}  # noqa: E731
+        run_marks = ("wall_s", "generate_s", "predict_s", "steps")
+        strip = lambda line: {k: v for k, v in line.items() if k not in run_marks}  # noqa: E731
         assert [strip(line) for line in again] == [strip(json.loads(line)) for line in lines]
 
 

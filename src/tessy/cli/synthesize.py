@@ -86,7 +86,8 @@ def print_report(report) -> None:
         if warning:
             print(f"warning: {warning}")
     if report.k_used:
-        print("k per request or step (adaptive k): " + ", ".join(f"{role} {k:g}" for role, k in sorted(report.k_used.items())))
+        k_used = ", ".join(f"{role} {k:g}" for role, k in sorted(report.k_used.items()))
+        print(f"k per request or step (adaptive k): {k_used}")
     if report.finish_reasons:
         reasons = ", ".join(f"{name} {count}" for name, count in sorted(report.finish_reasons.items()))
         print(f"finish reasons: {reasons}")

@@ -255,8 +255,8 @@ class Step:
         while True:
             received = len(span.pieces) - self.start
             size = engine.request_size(span.role, self.window - received)
-            _, stopped, generated = await engine.generate(self.state, span.role, self.state.ids[span.role] + span.pieces.ids,
-                                                          size, on_tokens=self.arrived)
+            context = self.state.ids[span.role] + span.pieces.ids
+            _, stopped, generated = await engine.generate(self.state, span.role, context, size, on_tokens=self.arrived)
             span.generated += generated
             if (stopped or self.certain or len(span.pieces) - self.start in (received, self.window)
                     or self.end()[0] is not None):
