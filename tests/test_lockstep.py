@@ -32,8 +32,9 @@ class RecordingEngine:
         return [], False, 0
 
 
-async def sample(engine, sample_id: str, steps: int, delay: float = 0.0) -> None:
-    await asyncio.sleep(delay)
+async def sample(engine, sample_id: str, steps: int, late: bool = False) -> None:
+    while late and not any(event == "end" for event, _, _ in engine.log):
+        await asyncio.sleep(0.001)  # late: starts once the first step has begun to end, not on a clock
     state = engine.new_state(sample_id)
     try:
         for _ in range(steps):
@@ -65,7 +66,7 @@ def run_samples(engine, late: bool = True) -> None:
     async def main():
         # different lengths (samples leave at different steps) and one that starts late (joins)
         await asyncio.gather(sample(engine, "a", 5), sample(engine, "b", 2), sample(engine, "c", 4),
-                             *([sample(engine, "d", 3, delay=0.012)] if late else []))
+                             *([sample(engine, "d", 3, late=True)] if late else []))
 
     asyncio.run(main())
 
