@@ -33,3 +33,14 @@ def qwen3_tokenizer():
     from tests.qwen3_tokenizer import build_qwen3_tokenizer
 
     return build_qwen3_tokenizer()
+
+
+@pytest.fixture()
+def server(smol_tokenizer):
+    """A fake vLLM-shaped server (tests/fake_openai_server.py) that speaks tests.http_helpers.SCRIPT."""
+    from tests.fake_openai_server import FakeOpenAIServer
+    from tests.http_helpers import SCRIPT
+
+    script = smol_tokenizer.encode(SCRIPT, add_special_tokens=False)
+    with FakeOpenAIServer("smol", script=script, decode=smol_tokenizer.decode, stop_id=2, stop_at=10**9) as fake:
+        yield fake

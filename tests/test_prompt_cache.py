@@ -1,8 +1,10 @@
-"""Prompt tokens the servers compute (`tessy.backends.openai.cache`) and reading a prompt ahead
-(`Engine.warm`), against the fake llama.cpp-shaped server (tests/fake_openai_server.py): a slot
-that keeps each sample's last answer costs a later request only its new tokens; one that does not
-(llama.cpp with a sliding-window model, simulated by `cache_lag`) is named in the summary; the
-teacher reads the prompt while the student writes the first turn, and the records do not change."""
+"""Cache-friendly requests and the prompt tokens servers compute (`tessy.backends.openai.cache`),
+against the fake llama.cpp- and vLLM-shaped servers (tests/fake_openai_server.py): llama.cpp gets
+`cache_prompt` and one slot per sample, vLLM no llama fields; usage is read back and summed into
+the summary's line. A slot that keeps each sample's last answer costs a later request only its new
+tokens; one that does not (llama.cpp with a sliding-window model, simulated by `cache_lag`) is
+named in the summary; the teacher reads the prompt while the student writes the first turn
+(`Engine.warm`), and the records do not change."""
 
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ import pytest
 
 from tessy.backends.openai.cache import new_tokens, recompute_warning
 from tests.fake_openai_server import FakeOpenAIServer
-from tests.test_backend_openai import SAMPLING, SCRIPT, _comparable, completions, http_config, make, read_jsonl, \
-    write_prompts
+from tests.http_helpers import SAMPLING, SCRIPT, comparable, completions, generate, http_config, make, \
+    read_jsonl, write_prompts
 
 
 def test_new_tokens_are_what_the_server_does_not_hold():
@@ -80,7 +82,7 @@ def test_the_teacher_reads_the_prompt_while_the_student_writes_and_records_do_no
             report = synthesize(config, engine=engine)
             assert report.written == 3 and report.failed == 0
             teacher, student = completions(t)[2:], completions(s)[2:]  # after the start's probes
-        records = sorted((_comparable(r) for r in read_jsonl(tmp_path / f"warm-{warm}" / "records.jsonl")),
+        records = sorted((comparable(r) for r in read_jsonl(tmp_path / f"warm-{warm}" / "records.jsonl")),
                          key=lambda r: r["id"])
         runs[warm] = records, teacher, student, report.server_stats["teacher"]
     (cold, cold_teacher, cold_student, cold_stats), (warmed, teacher, student, stats) = runs[False], runs[True]
@@ -92,3 +94,89 @@ def test_the_teacher_reads_the_prompt_while_the_student_writes_and_records_do_no
         assert second["prompt"][: len(first["prompt"])] == first["prompt"]  # the same sample's first turn
     # Read ahead, not twice: the teacher computed as many prompt tokens as without, none again.
     assert stats["prompt_processed"] == cold_stats["prompt_processed"] and stats["follow_up_excess"] == 0
+
+
+# ---- cache-friendly requests: llama.cpp's slots, prompt usage ------------------------------------
+
+TEXT_BODY = {"model": "smol", "prompt": "Hello there", "max_tokens": 6, "temperature": 0.5, "top_p": 0.9,
+             "seed": 11, "top_k": 0, "repeat_penalty": 1.0, "stop": ["<|im_end|>"]}
+
+
+def test_llama_server_gets_cache_prompt_and_one_slot_per_sequence(smol_tokenizer):
+    script = smol_tokenizer.encode(SCRIPT, add_special_tokens=False)
+    with FakeOpenAIServer("smol", script=script, decode=smol_tokenizer.decode, accept_token_ids=False,
+                          owned_by="llamacpp", total_slots=3) as fake:
+        backend = make(fake, smol_tokenizer)
+        assert (backend.transport, backend.server, backend.slots) == ("text", "llama.cpp", 3)
+        context = smol_tokenizer.encode("Hello there", add_special_tokens=False)
+        slots = []
+        for seq in ("a", "b", "a", "c", "d", "b"):
+            generate(backend, seq_id=seq, context=context, n=6)
+            slots.append(completions(fake)[-1]["body"]["id_slot"])
+        assert slots == [0, 1, 0, 2, 0, 1]  # each sequence keeps its slot; new ones take the least used
+        assert completions(fake)[-1]["body"] == {**TEXT_BODY, "cache_prompt": True, "id_slot": 1}
+        backend.release("b")
+        generate(backend, seq_id="e", context=context, n=6)
+        assert completions(fake)[-1]["body"]["id_slot"] == 1  # "b"'s slot was freed
+
+
+def test_llama_cpp_python_gets_cache_prompt_and_id_slot_only_when_configured(smol_tokenizer):
+    script = smol_tokenizer.encode(SCRIPT, add_special_tokens=False)
+    context = smol_tokenizer.encode("Hello there", add_special_tokens=False)
+    with FakeOpenAIServer("smol", script=script, decode=smol_tokenizer.decode, accept_token_ids=False,
+                          owned_by="me") as fake:
+        backend = make(fake, smol_tokenizer)
+        assert (backend.server, backend.slots) == ("llama-cpp-python", 0)
+        generate(backend, seq_id="a", context=context, n=6)
+        assert completions(fake)[-1]["body"] == {**TEXT_BODY, "cache_prompt": True}
+        configured = make(fake, smol_tokenizer, slots=2)
+        generate(configured, seq_id="a", context=context, n=6)
+        generate(configured, seq_id="b", context=context, n=6)
+        assert [r["body"].get("id_slot") for r in completions(fake)[-2:]] == [0, 1]
+    # Recognised by its validation error alone, too (a card that does not say who serves it).
+    with FakeOpenAIServer("smol", script=script, decode=smol_tokenizer.decode, accept_token_ids=False,
+                          owned_by="someone") as fake:
+        assert make(fake, smol_tokenizer).server == "llama-cpp-python"
+
+
+def test_vllm_gets_no_llama_fields_and_no_props_request(server, smol_tokenizer):
+    backend = make(server, smol_tokenizer)
+    assert backend.server == "vllm"
+    generate(backend, context=[5, 6, 7, 8], n=4)
+    body = completions(server)[-1]["body"]
+    assert "cache_prompt" not in body and "id_slot" not in body
+    assert [r["path"] for r in server.requests if r["method"] == "GET"] == ["/v1/models"]
+
+
+@pytest.mark.parametrize("style", ["vllm", "llama.cpp", ""])
+def test_prompt_tokens_processed_are_read_from_the_servers_usage(smol_tokenizer, style):
+    script = smol_tokenizer.encode(SCRIPT, add_special_tokens=False)
+    with FakeOpenAIServer("smol", script=script, decode=smol_tokenizer.decode, cache_style=style) as fake:
+        backend = make(fake, smol_tokenizer)
+        base = (backend.stats.prompt_tokens, backend.stats.prompt_processed)
+        context = list(range(10, 30))
+        first = generate(backend, seq_id="a", context=context, n=5)
+        # The slot holds the first prompt and its answer: all 23 tokens of the second are cached.
+        generate(backend, seq_id="a", context=context + first.token_ids[:3], n=5)
+        sent = backend.stats.prompt_tokens - base[0]
+        processed = backend.stats.prompt_processed - base[1]
+        assert sent == 43
+        if style:
+            assert processed == 20 and backend.stats.prompt_reported == 2
+        else:
+            assert processed == 43 and backend.stats.prompt_reported == 0
+
+
+def test_summary_shows_prompt_tokens_processed_per_kept_token():
+    from tessy.cli.synthesize import prompt_tokens_line
+    from tessy.runner import RunReport
+
+    report = RunReport(output="x", kept_tokens=100, server_stats={
+        "student": {"retries": 0, "faults": 0, "down": 0, "prompt_tokens": 500, "prompt_processed": 120,
+                    "prompt_reported": 10, "completions": 10},
+        "teacher": {"retries": 0, "faults": 0, "down": 0, "prompt_tokens": 300, "prompt_processed": 300,
+                    "prompt_reported": 0, "completions": 8}})
+    assert prompt_tokens_line(report) == (
+        "prompt tokens processed per kept token: 4.20 (student 1.20, teacher 3.00 (server reports no cache "
+        "hits: all sent); 8.00 sent)")
+    assert prompt_tokens_line(RunReport(output="x")) == ""
