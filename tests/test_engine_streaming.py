@@ -201,26 +201,55 @@ LEXICON_PHRASES = ["let me think about this carefully", "this question is asking
                    "return x[0]", 'print("so")', "`so` (wait)", "otherwise   ,", "so many", "now = 3", "so.x", "well-known"]
 
 
+LEXICON_CONTEXTS = ["", "Hello. ", "x = 1, ", "let me", "Okay, so", "the problem", "I think", "hmm", "and", "so",
+                    "**", "1. ", "Wait,", "let's", "this question is", "To solve this"]
+
+
 def test_lexicon_final_verdicts_never_change():
+    """Whatever follows (the rest of the text, or other words), a verdict `final_count` calls final
+    stays: over contexts that end inside a phrase, too."""
     import random
+
+    from tessy.predictors.lexicon import label_pieces
 
     predictor = LexiconPredictor()
     rng = random.Random(0)
     vocabulary = LEXICON_WORDS + LEXICON_PHRASES * 3
-    from tessy.predictors.lexicon import label_pieces
+
+    def words(n: int) -> str:
+        return "".join(rng.choice(vocabulary) + rng.choice([" ", " ", "", "\n", ", ", ". "]) for _ in range(n))
 
     for _ in range(300):
-        text = "".join(rng.choice(vocabulary) + rng.choice([" ", " ", "", "\n", ", ", ". "]) for _ in range(12))
+        text = words(12)
         pieces, i = [], 0
         while i < len(text):
             size = rng.randint(1, 5)
             pieces.append(text[i : i + size])
             i += size
-        context = rng.choice(["", "Hello. ", "x = 1, "])
-        full = label_pieces(context, pieces)
+        context = rng.choice(LEXICON_CONTEXTS)
         for m in range(1, len(pieces)):
-            final = predictor.final_count(pieces[:m])
-            assert label_pieces(context, pieces[:m])[:final] == full[:final], (context, pieces[:m], final)
+            final = predictor.final_count(pieces[:m], context)
+            now = label_pieces(context, pieces[:m])[:final]
+            for later in (pieces, pieces[:m] + [words(2)]):
+                assert label_pieces(context, later)[:final] == now, (context, pieces[:m], later, final)
+
+
+@pytest.mark.parametrize("context, pieces, final, later", [
+    ("", ["So", " m"], 0, ["So", " many", " ways"]),  # "So many" is no opener: "So" may still change
+    ("Yes. ", [" and", " t"], 0, [" and", " then", " we"]),  # "and then" is
+    ("", ["The", " problem"], 0, ["The", " problem", " says", " x"]),
+    ("", ["I", " need", " to", " figure"], 0, ["I", " need", " to", " figure", " out", " x"]),
+    ("let me", [" see", " the", " code"], 3, None),  # "let me see" is whole; no rule starts "the code"
+    ("Okay, so", [" the", " answer", " is"], 3, None),  # "the answer" is not "the problem says"
+])
+def test_lexicon_verdicts_are_final_once_no_rule_can_still_match(context, pieces, final, later):
+    """A verdict is final as soon as no match that could cover it can still change, not only
+    after the 24 characters of look-ahead the longest rule needs."""
+    from tessy.predictors.lexicon import label_pieces
+
+    assert LexiconPredictor().final_count(pieces, context) == final
+    if later is not None:  # what could follow changes a verdict that was not final
+        assert label_pieces(context, later)[: len(pieces)] != label_pieces(context, pieces)
 
 
 def turn_engine(student_tok, teacher_tok, turn_requests: bool, stream_chunk: int, fmt=None, k=8, **limits) -> Engine:

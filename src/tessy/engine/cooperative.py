@@ -326,8 +326,10 @@ class Step:
         engine, state, pieces, role = self.engine, self.state, self.span.pieces, self.span.role
         cut = cut_index(role, labels)
         predictor = engine.parties[role].predictor
-        if cut is None or predictor is None or cut >= predictor.final_count(pieces.texts[self.start :]):
+        if cut is None or predictor is None:
             return False
+        if cut >= predictor.final_count(pieces.texts[self.start :], self.context):
+            return False  # a verdict up to the cut may still change
         if not has_text_after(pieces, self.start + cut):
             return False  # the character after the cut decides word and character boundaries
         keep, forced = cut_position(engine, state, pieces, self.start + cut, len(pieces))

@@ -54,9 +54,9 @@ class BoundaryPredictor(ABC):
     async def label(self, query: SpanQuery) -> list[bool]:
         """Return one `is_style` verdict per piece of `query`."""
 
-    def final_count(self, pieces: Sequence[str]) -> int:
+    def final_count(self, pieces: Sequence[str], context: str = "") -> int:
         """How many leading `pieces` have verdicts that no text after them can change (labelled
-        with the same context, alone or with more pieces after them)."""
+        with the same `context`, alone or with more pieces after them)."""
         if self.lookahead_chars is None:
             return 0
         reach = self.lookahead_chars

@@ -183,7 +183,7 @@ class ClassifierPredictor(BoundaryPredictor):
         self._pending: list[tuple[SpanQuery, asyncio.Future]] = []
         self._worker: asyncio.Task | None = None
 
-    def final_count(self, pieces) -> int:
+    def final_count(self, pieces, context: str = "") -> int:
         if not self.causal:
             return 0
         return count_final(pieces, lambda after: bool(_WORD_THEN_TEXT.search(after)), from_first_char=True)

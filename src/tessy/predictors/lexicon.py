@@ -28,7 +28,12 @@ Promises:
   repetitions ("hmmmm…" written on) and "To solve this <word>," with a word over 10 letters.
   Only there can a cut made as soon as it is final differ from one made after more tokens.
   A verdict is also final once any character follows that no rule can match through or look
-  past (`_BREAKER`: brackets, quotes, operators, ...), so in code verdicts settle within a token or two.
+  past (`_BREAKER`: brackets, quotes, operators, ...), so in code verdicts settle within a token or two;
+  and once no match that could cover its piece can still change: at every place a rule may start,
+  from `_REACH_BACK` characters before the piece (context included) to its end, no path of any
+  pattern, look-aheads and word boundaries included, reads to the end of the text so far (the
+  `regex` module's partial matching says so, `_start_may_change`). In prose that settles a
+  verdict a word or two later ("the answer" can no longer grow into "the problem says").
 """
 
 from __future__ import annotations
@@ -167,14 +172,7 @@ def _merge(spans: list[tuple[int, int]], text: str) -> list[tuple[int, int]]:
 
 def label_pieces(context: str, pieces: tuple[str, ...] | list[str], *, context_chars: int = 200) -> list[bool]:
     """The lexicon's verdict per piece (True = style); the synchronous core of `LexiconPredictor`."""
-    tail = context
-    starts_clause = True
-    if len(context) > context_chars:
-        # Cut the context at a whitespace so no word is split; the cut text starts mid-sentence.
-        cut = len(context) - context_chars
-        space = context.find(" ", cut)
-        tail = context[space + 1:] if 0 <= space < len(context) - 1 else context[cut:]
-        starts_clause = False
+    tail, starts_clause = _context_tail(context, context_chars)
     text = tail + "".join(pieces)
     mask = style_char_mask(text, text_starts_clause=starts_clause)
     verdicts: list[bool | None] = []
@@ -186,6 +184,96 @@ def label_pieces(context: str, pieces: tuple[str, ...] | list[str], *, context_c
                 inside += mask[pos]
         verdicts.append(None if total == 0 else 2 * inside >= total)
     return fill_whitespace_verdicts(verdicts)
+
+
+def _context_tail(context: str, context_chars: int) -> tuple[str, bool]:
+    """The part of `context` the rules read (its last `context_chars`, cut at a whitespace so no
+    word is split), and whether it starts a clause (a cut one starts mid-sentence)."""
+    if len(context) <= context_chars:
+        return context, True
+    cut = len(context) - context_chars
+    space = context.find(" ", cut)
+    return (context[space + 1:] if 0 <= space < len(context) - 1 else context[cut:]), False
+
+
+# ---- when a verdict is final ----------------------------------------------------------------
+
+#: Characters before a piece where a match that covers it can start (the longest phrase with its
+#: punctuation is ~40; longer matches are the unbounded repetitions of the module doc).
+_REACH_BACK = 64
+#: Follows every pattern below, so no match can end: matching then only says whether a path
+#: reached the end of the text (a partial match) or none did (None).
+_SENTINEL = "\ue000"
+
+
+def _explore_assertions(source: str) -> str:
+    """`source` with every zero-width test whose answer later text could change made to look at
+    that text and then pass: a negative look-ahead (?!X) becomes (?:(?=X)|) and \\b becomes
+    (?:(?=\\w)|). Each path of the original is a path of the result, and a path that reads past the
+    end of the text, in a look-ahead too, ends in a partial match."""
+    out, groups, i = [], [], 0  # groups: per open parenthesis, whether it was a negative look-ahead
+    while i < len(source):
+        char = source[i]
+        if source.startswith("\\b", i):
+            out.append("(?:(?=\\w)|)")
+            i += 2
+        elif char == "\\":
+            out.append(source[i : i + 2])
+            i += 2
+        elif char == "[":  # a character class: copied whole (it may hold parentheses)
+            end = i + 1 + (source[i + 1] == "^")
+            end += source[end] == "]"
+            while source[end] != "]":
+                end += 2 if source[end] == "\\" else 1
+            out.append(source[i : end + 1])
+            i = end + 1
+        elif source.startswith("(?!", i):
+            out.append("(?:(?=")
+            groups.append(True)
+            i += 3
+        elif char == "(":
+            out.append(char)
+            groups.append(False)
+            i += 1
+        elif char == ")":
+            out.append(")|)" if groups.pop() else ")")
+            i += 1
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out)
+
+
+def _open_ended(pattern: re.Pattern[str]):
+    import regex  # partial matching (a dependency of transformers and tokenizers' users)
+
+    return regex.compile("(?:" + _explore_assertions(pattern.pattern) + ")" + _SENTINEL, regex.IGNORECASE)
+
+
+_OPEN_ENDED: list = []  # the three patterns, compiled for partial matching on first use
+
+
+def _start_may_change(text: str, start: int) -> bool:
+    """Whether a rule's match at `start` of `text` (whether one is there, and its extent) may
+    still change when text is added: some path of some pattern, look-aheads included, reads to
+    the end of `text`. False is for good: paths that fail before the end stay failed."""
+    if not _OPEN_ENDED:
+        _OPEN_ENDED.extend(_open_ended(p) for p in (_ANYWHERE_RE, _OPENER_RE, _SOFT_RE))
+    return any(p.match(text, start, partial=True) is not None for p in _OPEN_ENDED)
+
+
+def _starts_settled(text: str, first: int, last: int) -> bool:
+    """Whether no match covering any of `text[first:last]` can still appear, vanish or change:
+    every place a rule may start (a letter after a non-alphanumeric character: rules start with a
+    letter, and the ones applied anywhere only after a non-word character) from `_REACH_BACK`
+    before `first` up to `last` is settled."""
+    if _SENTINEL in text:
+        return False
+    for start in range(max(0, first - _REACH_BACK), last):
+        if text[start].isalpha() and (start == 0 or not text[start - 1].isalnum()):
+            if _start_may_change(text, start):
+                return False
+    return True
 
 
 class LexiconPredictor(BoundaryPredictor):
@@ -200,9 +288,17 @@ class LexiconPredictor(BoundaryPredictor):
             raise ValueError("context_chars must be >= 0")
         self.context_chars = context_chars
 
-    def final_count(self, pieces) -> int:
+    def final_count(self, pieces, context: str = "") -> int:
+        tail, _ = _context_tail(context, self.context_chars)
+        text = tail + "".join(pieces)
+        # Each piece with text by where it ends in `text`: (its first non-whitespace character, its end).
+        spans = {end: (start + len(piece) - len(piece.lstrip()), end)
+                 for (start, end), piece in zip(piece_bounds(pieces, offset=len(tail)), pieces) if piece.strip()}
+
         def settled(after: str) -> bool:
-            return bool(_BREAKER.search(after)) or sum(not c.isspace() for c in after) >= self.lookahead_chars
+            if _BREAKER.search(after) or sum(not c.isspace() for c in after) >= self.lookahead_chars:
+                return True
+            return _starts_settled(text, *spans[len(text) - len(after)])
 
         return count_final(pieces, settled)
 
