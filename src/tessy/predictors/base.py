@@ -17,7 +17,8 @@ predictor says how far later text can reach back, so the engine can stop generat
 the verdicts up to the first wrong-kind token can no longer change. `lookahead_chars` is that
 reach in non-whitespace characters after a piece (0: a verdict depends only on the text up to
 its piece; None, the default: unknown, so no verdict is final before the model's request ends
-and generation is never stopped early).
+and generation is never stopped early). A predictor that can tell sooner overrides `final_count`,
+which also gets the context the pieces follow (the lexicon does: see its module doc).
 """
 
 from __future__ import annotations

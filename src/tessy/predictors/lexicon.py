@@ -33,7 +33,8 @@ Promises:
   from `_REACH_BACK` characters before the piece (context included) to its end, no path of any
   pattern, look-aheads and word boundaries included, reads to the end of the text so far (the
   `regex` module's partial matching says so, `_start_may_change`). In prose that settles a
-  verdict a word or two later ("the answer" can no longer grow into "the problem says").
+  verdict a word or two later ("the answer" can no longer grow into "the problem says"). The
+  same exceptions hold: only a match longer than `_REACH_BACK` can start before that window.
 """
 
 from __future__ import annotations
@@ -262,16 +263,18 @@ def _start_may_change(text: str, start: int) -> bool:
     return any(p.match(text, start, partial=True) is not None for p in _OPEN_ENDED)
 
 
-def _starts_settled(text: str, first: int, last: int) -> bool:
+def _starts_settled(text: str, first: int, last: int, known: dict[int, bool]) -> bool:
     """Whether no match covering any of `text[first:last]` can still appear, vanish or change:
     every place a rule may start (a letter after a non-alphanumeric character: rules start with a
     letter, and the ones applied anywhere only after a non-word character) from `_REACH_BACK`
-    before `first` up to `last` is settled."""
+    before `first` up to `last` is settled. `known` keeps the answers per start for one `text`."""
     if _SENTINEL in text:
         return False
     for start in range(max(0, first - _REACH_BACK), last):
         if text[start].isalpha() and (start == 0 or not text[start - 1].isalnum()):
-            if _start_may_change(text, start):
+            if start not in known:
+                known[start] = _start_may_change(text, start)
+            if known[start]:
                 return False
     return True
 
@@ -294,11 +297,12 @@ class LexiconPredictor(BoundaryPredictor):
         # Each piece with text by where it ends in `text`: (its first non-whitespace character, its end).
         spans = {end: (start + len(piece) - len(piece.lstrip()), end)
                  for (start, end), piece in zip(piece_bounds(pieces, offset=len(tail)), pieces) if piece.strip()}
+        known: dict[int, bool] = {}  # start -> whether a match there may still change
 
         def settled(after: str) -> bool:
             if _BREAKER.search(after) or sum(not c.isspace() for c in after) >= self.lookahead_chars:
                 return True
-            return _starts_settled(text, *spans[len(text) - len(after)])
+            return _starts_settled(text, *spans[len(text) - len(after)], known)
 
         return count_final(pieces, settled)
 
