@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 from tessy.backends.base import SamplingParams
 from tessy.backends.openai import OpenAIHTTPBackend
@@ -73,3 +74,10 @@ def spawn_fake_server(script, name, port=0, latency_s=0.0):
             "--stop-id", "2", "--stop-at", "80", "--port", str(port), "--latency-s", str(latency_s)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     return proc, int(proc.stdout.readline())
+
+
+def wait_for_records(path, count, timeout_s=60.0):
+    """Wait until the records file at `path` holds `count` records (or `timeout_s` passes)."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and len(read_jsonl(path)) < count:
+        time.sleep(0.02)

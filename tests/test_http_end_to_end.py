@@ -16,7 +16,8 @@ import pytest
 
 from tessy.backends.openai import ServersUnavailable
 from tests.fake_openai_server import FakeOpenAIServer
-from tests.http_helpers import ROOT, SCRIPT, http_config, read_jsonl, spawn_fake_server, write_prompts
+from tests.http_helpers import ROOT, SCRIPT, http_config, read_jsonl, spawn_fake_server, wait_for_records, \
+    write_prompts
 
 def test_tessy_over_http_writes_records_and_keeps_keys_out(tmp_path, smol_tokenizer, monkeypatch):
     from tessy.records import validate_record
@@ -134,9 +135,7 @@ def test_a_server_killed_mid_run_and_restarted_loses_no_attempt(tmp_path, smol_t
 
         def kill_and_restart():
             nonlocal student
-            deadline = time.time() + 60
-            while time.time() < deadline and len(read_jsonl(records)) < 4:
-                time.sleep(0.02)
+            wait_for_records(records, 4)
             student.kill()
             student.wait()
             events.append(("killed", len(read_jsonl(records))))
@@ -174,9 +173,7 @@ def test_servers_down_past_the_wait_stop_the_run_without_spending_attempts(tmp_p
         records = tmp_path / "run" / "records.jsonl"
 
         def kill():
-            deadline = time.time() + 60
-            while time.time() < deadline and len(read_jsonl(records)) < 2:
-                time.sleep(0.02)
+            wait_for_records(records, 2)
             student.kill()
 
         watcher = threading.Thread(target=kill)

@@ -39,6 +39,7 @@ Promises:
 
 from __future__ import annotations
 
+import functools
 import re
 
 from tessy.predictors.base import BoundaryPredictor, SpanQuery, count_final, fill_whitespace_verdicts, piece_bounds
@@ -245,22 +246,20 @@ def _explore_assertions(source: str) -> str:
     return "".join(out)
 
 
-def _open_ended(pattern: re.Pattern[str]):
-    import regex  # partial matching (a dependency of transformers and tokenizers' users)
+@functools.cache
+def _open_ended_patterns() -> tuple:
+    """The three patterns, compiled for partial matching (see `_explore_assertions`)."""
+    import regex  # partial matching, which `re` lacks
 
-    return regex.compile("(?:" + _explore_assertions(pattern.pattern) + ")" + _SENTINEL, regex.IGNORECASE)
-
-
-_OPEN_ENDED: list = []  # the three patterns, compiled for partial matching on first use
+    return tuple(regex.compile("(?:" + _explore_assertions(p.pattern) + ")" + _SENTINEL, regex.IGNORECASE)
+                 for p in (_ANYWHERE_RE, _OPENER_RE, _SOFT_RE))
 
 
 def _start_may_change(text: str, start: int) -> bool:
     """Whether a rule's match at `start` of `text` (whether one is there, and its extent) may
     still change when text is added: some path of some pattern, look-aheads included, reads to
     the end of `text`. False is for good: paths that fail before the end stay failed."""
-    if not _OPEN_ENDED:
-        _OPEN_ENDED.extend(_open_ended(p) for p in (_ANYWHERE_RE, _OPENER_RE, _SOFT_RE))
-    return any(p.match(text, start, partial=True) is not None for p in _OPEN_ENDED)
+    return any(p.match(text, start, partial=True) is not None for p in _open_ended_patterns())
 
 
 def _starts_settled(text: str, first: int, last: int, known: dict[int, bool]) -> bool:
