@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -211,6 +212,25 @@ def test_new_folder_that_fails_leaves_the_target(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     with pytest.raises(OSError):  # replace=False: an existing target is kept, the rename refused
         with durable.new_folder(target, replace=False, unique=True) as staging:
+            (staging / "new.txt").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == ["old.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_new_folder_puts_the_old_target_back_when_the_swap_fails(tmp_path, monkeypatch):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    real_rename = Path.rename
+
+    def rename(self, to):
+        if self.name.startswith(".out.tmp"):
+            raise OSError(errno.EIO, "I/O error")
+        return real_rename(self, to)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(OSError, match="I/O error"):
+        with durable.new_folder(target, unique=True) as staging:
             (staging / "new.txt").write_text("new")
     assert sorted(p.name for p in target.iterdir()) == ["old.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -1,6 +1,6 @@
 """Durable files: how tessy writes anything that must survive a crash. The writers (the run
 folder, the journal, merge, verify, export, predictor training, view, the model cache) say what to
-write; this module says how, and is the only place that does it. It knows nothing of tessy.
+write; this module says how. It knows nothing of tessy.
 
 Promises:
 - Append-only lines: `append` puts whole lines on an `O_APPEND` descriptor (`open_append`) with
@@ -22,8 +22,8 @@ Promises:
 - Exclusive lock: `lock(path)` takes a non-blocking `flock` on `path` and returns the descriptor
   (closing it releases the lock). Held by another process (EWOULDBLOCK): `LockHeld`. A file
   system without locks (ENOSYS, ENOLCK, EOPNOTSUPP: NFS without lockd, Lustre without
-  ``-o flock``): `NoLocks`, naming the cause and the path, never reported as "in use". Not POSIX
-  (no `fcntl`): there is nothing to lock and `lock` returns None.
+  ``-o flock``): `NoLocks`, naming the cause and the path, never reported as "in use"; any other
+  error is an OSError naming the path. Not POSIX (no `fcntl`): nothing to lock, `lock` gives None.
 
 `unique=True` gives the temporary file or folder a name of its own, for a target that several
 processes may write at once (a shared cache, an export); by default it is ``.NAME.tmp`` (a file:
@@ -193,7 +193,11 @@ def new_folder(target: str | os.PathLike, replace: bool = True, unique: bool = F
         if replace and target.exists():
             shutil.rmtree(old, ignore_errors=True)
             target.rename(old)
-            staging.rename(target)
+            try:
+                staging.rename(target)
+            except BaseException:
+                old.rename(target)  # put the old one back
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             staging.rename(target)
