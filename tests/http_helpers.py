@@ -76,8 +76,13 @@ def spawn_fake_server(script, name, port=0, latency_s=0.0):
     return proc, int(proc.stdout.readline())
 
 
+def wait_until(condition, timeout_s=60.0):
+    """Wait until `condition()` is true; `timeout_s` is a failure guard (the caller asserts)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def wait_for_records(path, count, timeout_s=60.0):
     """Wait until the records file at `path` holds `count` records (or `timeout_s` passes)."""
-    deadline = time.time() + timeout_s
-    while time.time() < deadline and len(read_jsonl(path)) < count:
-        time.sleep(0.02)
+    wait_until(lambda: len(read_jsonl(path)) >= count, timeout_s)

@@ -85,6 +85,7 @@ def test_text_helpers():
     assert top_words(["the cat and the cat", "dog"], 2) == [("cat", pytest.approx(2000 / 6)), ("dog", pytest.approx(1000 / 6))]
 
 
+@pytest.mark.slow
 def test_report_folder_and_cli(tmp_path, capsys):
     from tessy.cli.main import main
 
@@ -101,6 +102,7 @@ def test_report_folder_and_cli(tmp_path, capsys):
     assert data["prompts"] == {"student-only": 4, "teacher-only": 4, "tessy": 4}
 
 
+@pytest.mark.slow
 def test_same_method_twice_is_labelled_by_folder(tmp_path):
     folders = write_runs(tmp_path)
     copy = tmp_path / "again"
@@ -128,6 +130,7 @@ def tiny_student(tmp_path_factory, smol_tokenizer):
     return str(folder)
 
 
+@pytest.mark.slow
 def test_student_nll_is_batch_invariant_and_exact(tiny_student):
     import torch
 
@@ -150,6 +153,7 @@ def test_student_nll_is_batch_invariant_and_exact(tiny_student):
     assert batched[0].mean == pytest.approx(expected, abs=1e-4) and math.isfinite(expected)
 
 
+@pytest.mark.slow
 def test_analyze_with_nll(tmp_path, tiny_student):
     figures = analyze(write_runs(tmp_path), tmp_path / "out", student=tiny_student, student_format="plain")
     nll = figures["student_nll"]

@@ -193,6 +193,7 @@ def test_concurrent_generate_equals_sequential(llama):
     _concurrent_equals_sequential(llama, llama.tokenizer)
 
 
+@pytest.mark.slow
 def test_gemma3_sliding_window_cache_crop_and_batching(tiny_gemma):
     backend = HFBackend(tiny_gemma, device="cpu", max_batch=4)
     prompt = _prompt(backend.tokenizer, "A long enough prompt to pass the sliding window of eight")

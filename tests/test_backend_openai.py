@@ -307,9 +307,11 @@ def test_a_dead_replica_is_skipped_and_used_again_when_it_answers(smol_tokenizer
             assert backend.stats.replicas_down == 1 and backend.stats.breaker_trips == 1
             before = len(completions(b))
             b.start()  # back on the same port
-            for i in range(40):
+            deadline, i = asyncio.get_running_loop().time() + 30, 0  # a failure guard only
+            while len(completions(b)) == before and asyncio.get_running_loop().time() < deadline:
                 await backend.generate(f"q{i}/student", [i] * 10, 2, SAMPLING, STOP)
                 await asyncio.sleep(0.01)
+                i += 1
             return len(completions(b)) - before
 
         assert asyncio.run(main()) > 0  # used again
@@ -322,26 +324,56 @@ def test_when_every_server_is_down_generate_waits_and_spends_no_retries(server, 
     server.stop()
     waiting = []
 
-    def restart():
+    def restart():  # once the request is seen waiting for a server (not after a set time)
+        deadline = time.monotonic() + 30  # a failure guard only
+        while backend.stats.waiting == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
         waiting.append(backend.stats.waiting)
         server.start()
 
-    timer = threading.Timer(1.0, restart)
-    timer.start()
-    started = time.monotonic()
-    generation = generate(backend, n=3)
-    timer.join()
-    assert len(generation.token_ids) == 3 and time.monotonic() - started >= 1.0
+    restarter = threading.Thread(target=restart)
+    restarter.start()
+    generation = generate(backend, n=3)  # answered only by the restarted server
+    restarter.join()
+    assert len(generation.token_ids) == 3
     assert waiting == [1]  # the request was waiting for a server, visibly
     assert backend.stats.retries == 0 and backend.stats.breaker_trips == 1
     assert backend.stats.replicas_down == 0 and backend.stats.waiting == 0
 
 
-def test_past_the_wait_generate_raises_servers_unavailable(server, smol_tokenizer):
+def test_past_the_wait_generate_raises_servers_unavailable(server, smol_tokenizer, monkeypatch):
+    """The wait is measured on the replicas' clock, a fake one here that the test moves: the
+    request waits while less than `unavailable_wait_s` has passed and gives up once it has."""
+    from types import SimpleNamespace
+
+    from tessy.backends.openai import replicas
+
+    now, reads = [0.0], [0]
+
+    def monotonic():
+        reads[0] += 1
+        return now[0]
+
+    monkeypatch.setattr(replicas, "time", SimpleNamespace(monotonic=monotonic))
     backend = make(server, smol_tokenizer, max_retries=0, unavailable_wait_s=0.5)
     server.stop()
-    started = time.monotonic()
-    with pytest.raises(ServersUnavailable, match=r"student: no server answered for 0\.5s \(http://127\.0\.0\.1:\d+\)"):
-        generate(backend)
-    assert 0.5 <= time.monotonic() - started < 5
+
+    async def until(condition):
+        deadline = asyncio.get_running_loop().time() + 30  # a failure guard only
+        while not condition() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+
+    async def main():
+        request = asyncio.create_task(backend.generate("s/student", [1, 2, 3], 5, SAMPLING, STOP))
+        await until(lambda: backend.stats.waiting == 1 or request.done())
+        for at in (0.2, 0.49):  # the wait loop reads the clock again, and goes on waiting
+            now[0], seen = at, reads[0]
+            await until(lambda: reads[0] >= seen + 2 or request.done())
+            assert not request.done() and backend.stats.waiting == 1
+        now[0] = 0.5
+        with pytest.raises(ServersUnavailable,
+                           match=r"student: no server answered for 0\.5s \(http://127\.0\.0\.1:\d+\)"):
+            await asyncio.wait_for(request, 30)
+
+    asyncio.run(main())
     assert backend.stats.retries == 0 and backend.stats.waiting == 0

@@ -13,6 +13,7 @@ from tests.fake_openai_server import FakeOpenAIServer
 from tests.http_helpers import SAMPLING, SCRIPT, STOP, comparable, completions, http_config, make, read_jsonl, \
     write_prompts
 
+@pytest.mark.slow
 @pytest.mark.parametrize("transport", ["token_ids", "logprobs", "text"])
 def test_streamed_records_equal_unstreamed_ones_and_cost_fewer_tokens(tmp_path, smol_tokenizer, transport):
     from tessy.runner import synthesize

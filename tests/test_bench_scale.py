@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
@@ -20,6 +22,7 @@ def test_slope():
     assert slope_mb_per_1000([(0, 100.0)]) is None
 
 
+@pytest.mark.server
 def test_run_scale_tiny(tmp_path):
     with fake_servers(*server_specs(stop_at=60)) as urls:
         result = run_scale(urls, tmp_path, 200, 64)

@@ -1,8 +1,8 @@
 """The cooperative loop with scripted models on real tokenizers: fast and exact.
 
 A scripted backend writes a known text, and a keyword predictor labels known words as style, so
-every cut, hand-over and span can be asserted exactly. The real-model run is in
-test_engine_real.py.
+every cut, hand-over and span can be asserted exactly. The real-model runs are in
+test_synthesize_real.py.
 """
 
 from __future__ import annotations

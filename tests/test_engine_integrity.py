@@ -135,6 +135,7 @@ def test_no_method_exceeds_its_budget(method, fmt, smol_tokenizer, gemma_tokeniz
     assert "\ufffd" not in result.assistant_content
 
 
+@pytest.mark.slow
 def test_budget_counts_the_student_tokens_of_a_more_compact_teacher(smol_tokenizer, gemma_tokenizer):
     # Gemma (262k vocabulary) writes CJK in fewer tokens than SmolLM2 counts: a k-token step of the
     # teacher can be worth more student tokens than the budget has left; the span is trimmed.
@@ -184,6 +185,7 @@ class WideScriptServer:
         self.server.__exit__(*exc)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", [2, 4, 5])
 def test_no_record_over_http_holds_a_broken_character(tmp_path, k):
     import json

@@ -68,6 +68,7 @@ STUDENT_SCRIPT = "Okay, so wait. Hmm, so the sum. Okay wait so hmm, fine. So " *
 TEACHER_SCRIPT = "We add two and three to get five. Wait, then we check it. Okay, so the result holds. " * 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", [3, 8, 20])
 @pytest.mark.parametrize("thinking", [False, True])
 def test_scripted_records_identical_and_cheaper(smol_tokenizer, gemma_tokenizer, k, thinking):
@@ -205,6 +206,7 @@ LEXICON_CONTEXTS = ["", "Hello. ", "x = 1, ", "let me", "Okay, so", "the problem
                     "**", "1. ", "Wait,", "let's", "this question is", "To solve this"]
 
 
+@pytest.mark.slow
 def test_lexicon_final_verdicts_never_change():
     """Whatever follows (the rest of the text, or other words), a verdict `final_count` calls final
     stays: over contexts that end inside a phrase, too."""
@@ -312,6 +314,7 @@ def test_a_fault_during_a_turn_request_fails_its_sample_and_stops_the_request(sm
     assert asyncio.run(go()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", [8, 20])
 def test_adaptive_k_same_records_fewer_tokens_without_streaming(smol_tokenizer, gemma_tokenizer, k):
     def engine(adaptive: bool) -> Engine:

@@ -17,8 +17,9 @@ import pytest
 from tessy.backends.openai import ServersUnavailable
 from tests.fake_openai_server import FakeOpenAIServer
 from tests.http_helpers import ROOT, SCRIPT, http_config, read_jsonl, spawn_fake_server, wait_for_records, \
-    write_prompts
+    wait_until, write_prompts
 
+@pytest.mark.slow
 def test_tessy_over_http_writes_records_and_keeps_keys_out(tmp_path, smol_tokenizer, monkeypatch):
     from tessy.records import validate_record
     from tessy.runner import synthesize
@@ -49,6 +50,7 @@ def test_tessy_over_http_writes_records_and_keeps_keys_out(tmp_path, smol_tokeni
     assert json.loads((tmp_path / "run" / "run.json").read_text())["config"]["student"]["api_key"] == "<redacted>"
 
 
+@pytest.mark.slow
 def test_context_error_ends_the_sample_with_reason_context(tmp_path, smol_tokenizer):
     from tessy.runner import synthesize
 
@@ -63,6 +65,7 @@ def test_context_error_ends_the_sample_with_reason_context(tmp_path, smol_tokeni
     assert read_jsonl(tmp_path / "run" / "records.jsonl")[0]["finish_reason"] == "context"
 
 
+@pytest.mark.server
 def test_killed_run_resumes_against_the_same_servers_exactly_once(tmp_path, smol_tokenizer):
     script = ",".join(map(str, smol_tokenizer.encode(SCRIPT, add_special_tokens=False)))
     servers = []
@@ -120,6 +123,7 @@ def test_example_recipes_are_valid_configs():
 # ---- a dead server is a pause, not a failure -------------------------------------------------
 
 
+@pytest.mark.server
 def test_a_server_killed_mid_run_and_restarted_loses_no_attempt(tmp_path, smol_tokenizer):
     from tessy.runner import build_engine, synthesize
 
@@ -132,6 +136,8 @@ def test_a_server_killed_mid_run_and_restarted_loses_no_attempt(tmp_path, smol_t
         config = http_config(tmp_path, f"http://127.0.0.1:{student_port}", f"http://127.0.0.1:{teacher_port}")
         config.student.unavailable_wait_s = 60
         records = tmp_path / "run" / "records.jsonl"
+        engine = build_engine(config)
+        stats = engine.parties["student"].backend.stats
 
         def kill_and_restart():
             nonlocal student
@@ -139,27 +145,28 @@ def test_a_server_killed_mid_run_and_restarted_loses_no_attempt(tmp_path, smol_t
             student.kill()
             student.wait()
             events.append(("killed", len(read_jsonl(records))))
-            time.sleep(1.5)
+            wait_until(lambda: stats.waiting > 0)  # the run paused: requests wait for a server
+            events.append(("paused", stats.waiting))
             student, _ = spawn_fake_server(script, "student", port=student_port, latency_s=0.02)
             events.append(("restarted", len(read_jsonl(records))))
 
         watcher = threading.Thread(target=kill_and_restart)
         watcher.start()
-        engine = build_engine(config)
         report = synthesize(config, engine=engine)
         watcher.join()
     finally:
         student.kill()
         teacher.kill()
-    assert [e[0] for e in events] == ["killed", "restarted"] and events[0][1] < 24  # killed mid-run
+    assert [e[0] for e in events] == ["killed", "paused", "restarted"] and events[0][1] < 24  # killed mid-run
+    assert events[1][1] > 0  # requests were waiting for the server, none failed
     assert report.failed == 0 and report.written == 24
     assert read_jsonl(tmp_path / "run" / "failures.jsonl") == []
     ids = [r["id"] for r in read_jsonl(records)]
     assert sorted(ids) == sorted(f"q{i}" for i in range(24))  # every prompt exactly once
-    stats = engine.parties["student"].backend.stats
     assert stats.breaker_trips >= 1 and stats.replicas_down == 0
 
 
+@pytest.mark.server
 def test_servers_down_past_the_wait_stop_the_run_without_spending_attempts(tmp_path, smol_tokenizer):
     from tessy.runner import synthesize
 
@@ -194,6 +201,7 @@ def test_servers_down_past_the_wait_stop_the_run_without_spending_attempts(tmp_p
     assert sorted(r["id"] for r in read_jsonl(records)) == sorted(f"q{i}" for i in range(12))
 
 
+@pytest.mark.slow
 def test_no_secret_in_any_output_file_or_log_line(tmp_path, smol_tokenizer, monkeypatch, caplog):
     """Every way of passing a credential: a literal api_key, api_key_env, a secret header, URL
     userinfo. None of them may appear in the output folder or the log (DEBUG included)."""

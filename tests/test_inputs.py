@@ -213,12 +213,8 @@ def test_lone_surrogates_are_rejects_not_aborts(tmp_path):
 
 
 def test_prompt_length_is_checked_by_characters_before_tokenizing(tmp_path):
-    import time
-
     p = write_jsonl(tmp_path / "p.jsonl", [{"id": "huge", "prompt": "x" * 10_000_000}, {"id": "ok", "prompt": "hi"}])
-    started = time.perf_counter()
     out = list(read_prompts(p))
-    assert time.perf_counter() - started < 5
     assert out[0].reason == "line 1: prompt is 10,000,000 characters, more than max_prompt_chars (200,000)"
     assert out[1].id == "ok"
     sys_prompt = list(read_prompts(p, system_prompt="s" * 10, max_chars=11))  # the system turn counts

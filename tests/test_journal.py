@@ -30,6 +30,8 @@ from tessy.runner import build_engine, synthesize, synthesize_async
 from tests.fake_openai_server import FakeOpenAIServer
 from tests.test_engine import KeywordPredictor, PlainTestFormat, ThinkTestFormat
 
+pytestmark = pytest.mark.slow  # whole runs stopped, resumed and compared, most of them
+
 ROOT = Path(__file__).parent.parent
 STUDENT = "Okay, so we add them. Wait, so the sum is there. Hmm, okay so fine. "
 TEACHER = "Three plus four is seven. So we add one more. Okay, seven plus one is eight. Wait, we check each digit. "

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 BINARY = os.environ.get("LLAMA_SERVER") or str(ROOT / ".venv" / "bin" / "llama-server")
 
-pytestmark = [pytest.mark.real_models,
+pytestmark = [pytest.mark.real_models, pytest.mark.server,
               pytest.mark.skipif(not Path(BINARY).is_file(), reason="llama-server not built (make llama-server)")]
 
 

@@ -19,6 +19,7 @@ from bench.bench_servers import free_port, wait_ready
 
 pytestmark = [
     pytest.mark.real_models,
+    pytest.mark.server,
     pytest.mark.skipif(
         importlib.util.find_spec("llama_cpp") is None,
         reason="llama-cpp-python[server] is not installed (the Makefile's install step builds it)",

@@ -8,6 +8,8 @@ import asyncio
 import random
 from types import SimpleNamespace
 
+import pytest
+
 from bench.lockstep import LockStep
 
 
@@ -90,6 +92,7 @@ def test_without_the_barrier_samples_run_ahead():
     assert lockstep_rounds(engine.log) is None
 
 
+@pytest.mark.real_models
 def test_a_real_run_under_lockstep_writes_every_record(tmp_path):
     """The demo pair in process under the barrier: every prompt gets a record."""
     from tessy.config import SynthesizeConfig

@@ -183,6 +183,7 @@ def test_teacher_reference_prompt_has_reference_record_does_not(smol_tokenizer, 
     assert seen.startswith("Q: " + expected)
 
 
+@pytest.mark.slow
 def test_every_method_writes_a_valid_record(tmp_path, smol_tokenizer, gemma_tokenizer):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"What is {i}+3?"}) + "\n" for i in range(3)))

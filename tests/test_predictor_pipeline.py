@@ -225,6 +225,7 @@ def _train_config(annotated, base, out, **kw):
                        save_every=2, progress=False, **kw)
 
 
+@pytest.mark.slow
 def test_train_saves_a_checkpoint_the_engine_loads_and_resumes_exactly(annotated, tiny_base, tmp_path, monkeypatch):
     import torch
     from safetensors.torch import load_file
@@ -270,6 +271,7 @@ def test_train_saves_a_checkpoint_the_engine_loads_and_resumes_exactly(annotated
         train_module.train(_train_config(annotated, tiny_base, folder, max_steps=5))
 
 
+@pytest.mark.slow
 def test_eval_compares_predictors(annotated, tiny_base, tmp_path):
     from tessy.predictor_training.evaluate import evaluate, format_table
     from tessy.predictor_training.train import train
@@ -295,6 +297,7 @@ def test_eval_compares_predictors(annotated, tiny_base, tmp_path):
 # -- the paper's published predictor shape ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_paper_shaped_predictor_drives_synthesize(tmp_path, smol_tokenizer, gemma_tokenizer):
     """Qwen3ForTokenClassification, no tessy keys in its config (label at i describes i+1): the
     runner uses it as both sides' predictor, unchanged, and cuts where it says."""

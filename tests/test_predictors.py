@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import pytest
 
@@ -89,17 +88,26 @@ def test_lexicon_on_gpt_oss_like_text_is_mostly_capability(tok_name, request):
     assert not any(v for p, v in zip(pieces, verdicts) if any(ch.isdigit() or ch in "=*+" for ch in p))
 
 
-def test_lexicon_sees_the_context_join(smol_tokenizer):
+def test_lexicon_sees_the_context_join(smol_tokenizer, monkeypatch):
     # a phrase spanning the join is seen; sentence starts are judged with the context
     assert label_pieces("Okay, let's", pieces_of(smol_tokenizer, " see. x = 1"))[:2] == [True, True]
     assert label_pieces("x = 3.", pieces_of(smol_tokenizer, " So y = 4"))[0] is True
     assert label_pieces("x is", pieces_of(smol_tokenizer, " so large"))[0] is False
-    # a long context is scanned only at its tail, cut mid-sentence
+    # a long context is scanned only at its tail (at most context_chars), cut mid-sentence
+    from tessy.predictors import lexicon
+
+    scanned = []
+    real_mask = lexicon.style_char_mask
+
+    def spy(text, **kwargs):
+        scanned.append(text)
+        return real_mask(text, **kwargs)
+
+    monkeypatch.setattr(lexicon, "style_char_mask", spy)
     long_context = "The value is computed. " * 2000 + "and it is"
-    start = time.perf_counter()
-    for _ in range(200):
-        assert label_pieces(long_context, (" so", " big")) == [False, False]
-    assert time.perf_counter() - start < 2.0
+    assert label_pieces(long_context, (" so", " big")) == [False, False]
+    assert len(scanned) == 1 and len(scanned[0]) <= 200 + len(" so big")
+    assert scanned[0].endswith("and it is so big") and long_context.endswith(scanned[0][:-len(" so big")])
     assert label_pieces(long_context + ". ", ("Wait", ",", " no")) == [True, True, False]
 
 
@@ -214,6 +222,7 @@ def classify(path, context, pieces, **options):
     return run(go())
 
 
+@pytest.mark.slow
 def test_classifier_offset_semantics(checkpoints, smol_tokenizer):
     pieces = pieces_of(smol_tokenizer, " Wait, so x = 3")
     n = len(pieces)
@@ -229,6 +238,7 @@ def test_classifier_offset_semantics(checkpoints, smol_tokenizer):
         [False] + [True] * (n - 1))
 
 
+@pytest.mark.slow
 def test_classifier_maps_through_character_offsets(checkpoints, gemma_tokenizer):
     # the generating tokenizer (Gemma) splits differently from the classifier's (SmolLM2)
     pieces = pieces_of(gemma_tokenizer, "Hmm. Wait, so x = 3\n\nWait")
@@ -240,6 +250,7 @@ def test_classifier_maps_through_character_offsets(checkpoints, gemma_tokenizer)
     assert classify(checkpoints["offset0"], "ctx " * 2000, pieces, max_context_tokens=8) == expected0
 
 
+@pytest.mark.slow
 def test_paper_shaped_checkpoint_loads_with_the_fallback(checkpoints, smol_tokenizer, caplog):
     with caplog.at_level(logging.WARNING, logger="tessy.predictors.classifier"):
         predictor = load_predictor(checkpoints["paper"])
@@ -250,6 +261,7 @@ def test_paper_shaped_checkpoint_loads_with_the_fallback(checkpoints, smol_token
     run(predictor.aclose())
 
 
+@pytest.mark.slow
 def test_classifier_refuses_bad_checkpoints(tmp_path, smol_tokenizer):
     from tessy.predictors.classifier import PredictorLoadError
 
@@ -268,6 +280,7 @@ def test_classifier_refuses_bad_checkpoints(tmp_path, smol_tokenizer):
         ClassifierPredictor(str(tmp_path / "missing"))
 
 
+@pytest.mark.slow
 def test_concurrent_labels_are_batched(checkpoints, smol_tokenizer):
     texts = ["Wait, so x = 3", " then Wait", "y = 1 + 2 + 3 + 4 + 5 + 6 Wait", "no", " Wait Wait", "z"]
     queries = [SpanQuery(f"ctx {i}.", pieces_of(smol_tokenizer, t)) for i, t in enumerate(texts)]
@@ -288,6 +301,7 @@ def test_concurrent_labels_are_batched(checkpoints, smol_tokenizer):
     assert batched[4] == [False, True]  # offset 1: the second " Wait" is labelled at the first
 
 
+@pytest.mark.slow
 def test_reading_on_gives_the_verdicts_of_reading_whole(tmp_path, smol_tokenizer):
     """A sample's queries, as a streamed run asks them (a span's first 1, 2, 4 tokens, then all of
     it; the next span after a cut), labelled by a classifier with attention at work: keeping what
@@ -372,6 +386,7 @@ def test_reading_on_gives_the_verdicts_of_reading_whole(tmp_path, smol_tokenizer
     assert again == first > 0
 
 
+@pytest.mark.slow
 def test_context_window_starts_at_fixed_points(checkpoints, smol_tokenizer):
     """Between half and all of `max_context_tokens` tokens of context, and while the text grows
     the window keeps its first ids (so a sample's next query shares them) until it moves on."""

@@ -66,6 +66,7 @@ def test_the_summary_prints_the_recompute_warning(capsys):
     assert "warning: teacher servers computed 25 prompt tokens per later request" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_the_teacher_reads_the_prompt_while_the_student_writes_and_records_do_not_change(tmp_path, smol_tokenizer):
     from tessy.runner import build_engine, synthesize
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tessy.backends.fake import ScriptedBackend
 from tessy.config import SynthesizeConfig
 from tessy.engine import Party
@@ -126,6 +128,7 @@ def test_a_changed_prompt_under_a_done_id_is_not_skipped_as_done(tmp_path, smol_
     assert len(read(out / "records.jsonl")) == 2  # nothing duplicated, nothing rewritten
 
 
+@pytest.mark.real_models  # the student (the demo's) loads before the teacher fails
 def test_nothing_is_written_when_the_models_do_not_load(tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     write_prompts(prompts, [{"id": "a", "prompt": "What is 3+4?"}])

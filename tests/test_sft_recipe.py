@@ -79,6 +79,7 @@ def test_every_export_format_loads_as_messages(tmp_path, recipe):
         recipe.load_export(tmp_path)
 
 
+@pytest.mark.slow
 def test_recipe_trains_the_student_on_the_assistant_turn_only(tmp_path, recipe, smol_tokenizer, tiny_student):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -110,6 +111,7 @@ def test_recipe_trains_the_student_on_the_assistant_turn_only(tmp_path, recipe, 
     assert not (tmp_path / "full" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_recipe_cli_with_lora(tmp_path, recipe, capsys, tiny_student):
     from transformers import AutoModelForCausalLM
 

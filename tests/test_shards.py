@@ -18,6 +18,8 @@ from tessy.cli.main import EXIT_ERROR, main
 from tessy.shards import MergeError, Shard, merge_runs, parse_shard, shard_of
 from tests.fake_openai_server import FakeOpenAIServer
 
+pytestmark = pytest.mark.slow  # most tests here run whole CLI syntheses (shard processes, merges)
+
 SCRIPT = " Okay, so the answer is 7 because 3 plus 4 makes 7. Wait, let me check: 3 + 4 = 7."
 N_PROMPTS = 10
 ROOT = Path(__file__).parent.parent

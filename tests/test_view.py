@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from html.parser import HTMLParser
 
 from tessy.cli.main import main
@@ -73,9 +72,7 @@ def test_record_without_spans_shows_response():
 def test_write_view_hundreds(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "records.jsonl").write_text("".join(json.dumps(make_record(f"s{i}")) + "\n" for i in range(300)))
-    t0 = time.perf_counter()
     path = write_view(tmp_path / "run" / "records.jsonl", tmp_path / "view" / "index.html")
-    assert time.perf_counter() - t0 < 5
     page = path.read_text(encoding="utf-8")
     assert page.count('<details class="sample"') == 300
     assert re.search(r"<th>samples</th><td>300</td>", page)
