@@ -1,6 +1,7 @@
 """Mid-trace resume: a write-ahead journal of the cooperative loop, `OUTPUT/journal.jsonl`.
 
-After each closed turn of Algorithm 1 (`tessy.engine.cooperative.alternate`) the engine calls
+The journal is the cooperative loop's observer (`tessy.engine.observer.LoopObserver`): after each
+closed turn of Algorithm 1 (`tessy.engine.cooperative.cooperate`) the loop calls
 `Journal.turn_closed`, which appends one JSON line for that sample:
 
     {"id", "prompt": sha256 of the prompt, "fp": config fingerprint, "n": turns closed so far,
@@ -50,11 +51,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
+from tessy.engine.observer import LoopObserver
 from tessy.engine.state import Span
 
 if TYPE_CHECKING:
-    from tessy.engine import Engine
-    from tessy.engine.state import SampleState
+    from tessy.engine.pair import Pair
+    from tessy.engine.state import OpenSpan, SampleState
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +92,7 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-class Journal:
+class Journal(LoopObserver):
     """A run folder's journal (see the module docstring); one per process, used from the event loop."""
 
     def __init__(self, folder: str | os.PathLike, fingerprint: str, done: Iterable[str] = (), sync_s: float = 5.0,
@@ -174,8 +176,8 @@ class Journal:
 
     # -- the engine's side
 
-    def resume(self, engine: "Engine", state: "SampleState", messages: list[dict[str, str]]) -> str | None:
-        """Rebuild `state` (fresh from `engine.new_state`) from the sample's journal, if it has a
+    def resume(self, pair: "Pair", state: "SampleState", messages: list[dict[str, str]]) -> str | None:
+        """Rebuild `state` (fresh from `Pair.new_state`) from the sample's journal, if it has a
         usable one; return how its alternation ended, or None to go on alternating."""
         from tessy.records import prompt_sha256
 
@@ -246,8 +248,8 @@ class Journal:
                 **self._counters(state, cursor)}
         self._append(state.sample_id, line)
 
-    def step_kept(self, state: "SampleState", span) -> None:
-        """Append the open span's new ids after a step without a cut (`cooperative.OpenSpan`). Its
+    def step_kept(self, state: "SampleState", span: "OpenSpan") -> None:
+        """Append the open span's new ids after a step without a cut. Its
         request may still be going on: it counts as made, with the tokens it handed out so far
         (a restart makes a new one where the turn goes on, so a resumed sample's `steps` may be
         one more than an uninterrupted run's)."""
@@ -262,7 +264,7 @@ class Journal:
                 "span_generated": span.generated + (handed_out or 0), **self._counters(state, cursor, handed_out)}
         self._append(state.sample_id, line)
 
-    def end(self, sample_id: str) -> None:
+    def sample_left(self, sample_id: str) -> None:
         """The sample left the alternation (or failed): no more lines for it in this process."""
         self._cursors.pop(sample_id, None)
 
