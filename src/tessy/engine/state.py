@@ -128,7 +128,7 @@ class SampleState:
     trace: list[dict[str, Any]] | None = None  # per-step verdicts, when the engine traces
     #: Rebuilt from a journal (`tessy.journal`): {"turns", "tokens", "wall_s"} done before; else None.
     resumed: dict[str, Any] | None = None
-    #: role -> its backend reading the prompt ahead (`Engine.warm`), awaited before its first request.
+    #: role -> its backend reading the prompt ahead (`Pair.warm`), awaited before its first request.
     warming: dict[str, Any] = field(default_factory=dict)
 
     def section_text(self, *sections: str) -> str:
