@@ -121,3 +121,15 @@ def test_the_demo_pair_writes_the_same_records_with_the_speed_layer_on_and_off(c
             for name in ("on", "paper")}
     assert runs["on"][0] == runs["paper"][0]
     assert runs["on"][1] < runs["paper"][1]
+
+
+def test_the_speed_ups_are_settings_that_leave_the_fingerprint_alone(smol_tokenizer, gemma_tokenizer):
+    from tessy.config import SynthesizeConfig
+    from tessy.runner import build_engine
+    from tessy.settings import config_from_sources
+
+    config = config_from_sources(SynthesizeConfig, flags={"speed.stop_at_cut": False, "speed.read_ahead": False})
+    assert config.data_fields() == SynthesizeConfig().data_fields()  # a run may resume with other speed-ups
+    engine = build_engine(config, parties=scripted(smol_tokenizer, gemma_tokenizer, 1, 8))
+    assert engine.steps.speedups == Speedups(stop_at_cut=False, read_ahead=False)
+    assert build_engine(SynthesizeConfig(), parties=engine.parties).steps.speedups == Speedups()

@@ -127,8 +127,8 @@ async def cooperate(engine: Engine, sample_id: str, messages: list[dict[str, str
             written = await engine.write_answer(state, STUDENT)
             finish = "stop" if written.finish == "stop" else written.finish
     finally:
-        if span is not None and span.request is not None:  # an error or a cancellation: its request goes too
-            span.request.cancel()
+        if span is not None:  # an error or a cancellation: the open span's request goes too
+            steps.drop(span)
         engine.release(state)
         observer.sample_left(sample_id)
     result = engine.result(state, messages, finish, started)

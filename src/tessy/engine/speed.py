@@ -66,7 +66,7 @@ PAPER = Speedups(stop_at_cut=False, turn_requests=False, predictor_schedule=Fals
 
 
 class StepSource:
-    """What the loop calls for tokens: `read_ahead`, `step`, `end_turn`, `learn`."""
+    """What the loop calls for tokens: `read_ahead`, `step`, `end_turn`, `drop`, `learn`."""
 
     def __init__(self, pair: "Pair", speedups: Speedups, learned: TurnLengths):
         self.pair, self.speedups, self.learned = pair, speedups, learned
@@ -93,6 +93,11 @@ class StepSource:
     async def end_turn(self, span: OpenSpan) -> None:
         """The span's turn is over: stop its streamed request, if one is going on."""
         await span.end_request()
+
+    def drop(self, span: OpenSpan) -> None:
+        """The sample is ending on an error or a cancellation: the span's request goes too."""
+        if span.request is not None:
+            span.request.cancel()
 
     def learn(self, role: str, kept: int) -> None:
         """A turn of `role` ended with `kept` tokens (adaptive k and the schedule learn from it)."""
