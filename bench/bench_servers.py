@@ -1,7 +1,7 @@
 """Benchmark: TESSY over two real servers on loopback, against the paper's lock-step schedule.
 
-One server per role (the CPU demo pair: SmolLM2-135M student, Gemma-3-270m teacher; `--pair qwen`:
-the Qwen2.5-Coder 0.5B/1.5B pair with its voices, as `tessy demo --pair qwen` runs it), the same
+One server per role (the small pair: SmolLM2-135M student, Gemma-3-270m teacher; `--pair qwen`:
+the Qwen2.5-Coder 0.5B/1.5B pair with its voices, as `tessy demo` runs it), the same
 HumanEval prompts for every method, fresh servers for each method (no prefix cache carried over):
 
 - `tessy`: tessy as it runs by default (streamed requests stopped at the cut, adaptive k, no
@@ -217,9 +217,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--servers", choices=("llama-server", "gpu-sim"), default="llama-server")
     parser.add_argument("--llama-server", default="", help="path of llama.cpp's llama-server binary")
-    parser.add_argument("--pair", choices=("demo", "qwen"), default="demo",
-                        help="llama-server: the demo pair, or the Qwen2.5-Coder pair of `tessy demo --pair qwen` "
-                             "(needs `make pair`)")
+    parser.add_argument("--pair", choices=("small", "qwen"), default="small",
+                        help="llama-server: the small pair (SmolLM2-135M, Gemma-3-270m), or the Qwen2.5-Coder pair "
+                             "of `tessy demo`")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=128)
@@ -237,8 +237,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
-    if args.servers == "gpu-sim" and args.pair != "demo":
-        parser.error("--servers gpu-sim writes the demo pair's script: use --pair demo")
+    if args.servers == "gpu-sim" and args.pair != "small":
+        parser.error("--servers gpu-sim writes the small pair's script: use --pair small")
     if args.servers == "gpu-sim" and "lockstep-paper" in args.methods.split(","):
         parser.error("--servers gpu-sim scripts token ids: lockstep-paper's text prompts need llama-server")
     os.chdir(ROOT)

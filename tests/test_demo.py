@@ -1,5 +1,6 @@
-"""`tessy demo`, the README's first command, at a tiny size: real models, real HumanEval prompts,
-records that validate, a view that shows both models, and a rerun that redoes nothing."""
+"""`tessy demo`, the README's first command, at a tiny size with the small pair: real models, real
+HumanEval prompts, records that validate, a view that shows both models, and a rerun that redoes
+nothing. The default demo itself, with the Qwen pair, is tests/test_demo_output.py."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.real_models
 def demo(folder, *extra):
     return subprocess.run(
         [sys.executable, "-m", "tessy.cli.main", "demo", "--output", str(folder), "--problems", "2",
-         "--max-tokens", "32", "--no-progress", *extra],
+         "--max-tokens", "32", "--no-progress", "--pair", "small", *extra],
         capture_output=True, text=True, timeout=600,
     )
 
@@ -39,7 +40,7 @@ def test_demo_writes_valid_records_and_a_view_then_resumes(tmp_path):
     assert len(list(read_records(tmp_path / "demo" / "run" / "records.jsonl"))) == 2  # nothing redone
 
 
-@pytest.mark.parametrize("pair", ["demo", "qwen"])
+@pytest.mark.parametrize("pair", ["small", "qwen"])
 def test_each_demo_pair_is_a_valid_config(tmp_path, pair):
     from tessy.cli.demo import demo_config, write_prompts
     from tessy.config import SynthesizeConfig
@@ -47,7 +48,7 @@ def test_each_demo_pair_is_a_valid_config(tmp_path, pair):
     prompts = write_prompts(tmp_path / "prompts.jsonl", 3)
     config = demo_config(pair, prompts, tmp_path)
     assert config.concurrency == 3
-    if pair == "demo":  # the default demo's fingerprint is what it always was
+    if pair == "small":  # the small pair's fingerprint is what the demo's always was
         default = SynthesizeConfig(max_tokens=160)
         assert config.data_fields() == default.data_fields()
     else:
@@ -67,21 +68,3 @@ def test_the_qwen_example_config_is_the_qwen_demo(tmp_path):
     from_yaml = config_from_sources(SynthesizeConfig, str(example), {})
     demo = demo_config("qwen", write_prompts(tmp_path / "prompts.jsonl", 1), tmp_path)
     assert from_yaml.data_fields() == demo.data_fields()
-
-
-def test_the_qwen_pair_thinks_together(tmp_path):
-    """The Qwen pair end to end at a tiny size; needs `make pair` (skipped where it is not installed)."""
-    from tessy.models import QWEN_05B, QWEN_15B, ModelNotFound, resolve_model
-    from tessy.records import read_records, validate_record
-
-    try:
-        resolve_model(QWEN_05B), resolve_model(QWEN_15B)
-    except ModelNotFound:
-        pytest.skip("the Qwen pair is not installed (make pair)")
-    done = demo(tmp_path / "qwen", "--pair", "qwen", "--max-tokens", "64")
-    assert done.returncode == 0, done.stdout + done.stderr
-    for record in read_records(tmp_path / "qwen" / "run" / "records.jsonl"):
-        validate_record(record)
-        assert record["messages"][-1]["content"].startswith("<think>\n")
-        assert record["messages"][0]["role"] == "user"  # the voice's preamble is not in the record
-        assert record["totals"]["tokens_student"] <= 64

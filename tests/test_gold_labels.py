@@ -33,7 +33,7 @@ def test_the_gold_file_is_a_valid_annotation_set():
 
 
 def test_predictors_scored_against_hand_labels(smol_tokenizer):
-    # The segments' own tokenizer (Qwen) needs `make pair`; SmolLM2's cuts the same text into
+    # The segments' own tokenizer is Qwen's (a real-model load); SmolLM2's cuts the same text into
     # pieces just as well for scoring.
     results = evaluate(EvalConfig(data=str(GOLD), split="all", tokenizer="smollm2-135m-instruct",
                                   predictors=f"lexicon,chance,gold=annotations:{GOLD}"))

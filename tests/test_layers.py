@@ -5,6 +5,7 @@ engine (with backends, formats, predictors) < methods < records, store < runner 
 training < cli. The engine knows nothing of files, HTTP or the CLI; the predictor-training
 pipeline sits above synthesis and never the reverse. Within the engine the flow is one way too:
 state, text < decode < cuts < pair < learned, observer, turn_request < speed < cooperative.
+`tessy.durable` (how durable files are written) is the floor: it imports nothing of tessy.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ PACKAGE = Path(__file__).parent.parent / "src" / "tessy"
 
 #: module prefix -> prefixes it must never import
 FORBIDDEN = {
+    "tessy.durable": ("tessy",),
     "tessy.engine": ("tessy.methods", "tessy.records", "tessy.store", "tessy.runner", "tessy.cli", "tessy.inputs",
                      "tessy.config", "tessy.predictor_training", "tessy.backends.openai", "tessy.backends.hf",
                      "tessy.view", "tessy.analysis", "tessy.export", "tessy.verify"),

@@ -54,5 +54,5 @@ def test_a_wrong_hash_is_refused_and_leaves_nothing(parts):
 def test_a_missing_part_is_named_with_the_install_command(parts):
     spec, _ = parts
     more = PartPackages(spec.prefix, 4, spec.version, spec.size, spec.sha256)
-    with pytest.raises(ModelNotFound, match=r"tessytest_part4 is not installed; run: make pair"):
+    with pytest.raises(ModelNotFound, match=r"tessytest_part4 is not installed; run: make install"):
         more.assemble("tiny")

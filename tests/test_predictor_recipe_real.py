@@ -1,4 +1,4 @@
-"""The README's CPU predictor recipe at small size, through the CLI with the two real demo models:
+"""The CPU predictor recipe of docs/predictors.md at small size, through the CLI with the two real demo models:
 sample (both models) → annotate (lexicon) → train (a 2-layer cut of SmolLM2-135M) → eval (vs
 lexicon and chance) → synthesize with the trained predictor on both sides."""
 

@@ -54,6 +54,12 @@ class RecipeConfig:
     logging_steps: int = field(default=10, metadata={"help": "Log the training loss every N steps."})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda."})
     limit: int = field(default=0, metadata={"help": "Use only the first N train rows (0: all)."})
+    voice: str = field(default="", metadata={
+        "help": "The student's voice (tessy.voices: a built-in name or a JSON file) put before every prompt, "
+                "as when it wrote data and when it is evaluated; the loss stays on the response only."})
+    save_steps: int = field(default=0, metadata={
+        "help": "Save a checkpoint every N optimizer steps (0: none); a rerun with the same OUTPUT goes on "
+                "from the last one."})
 
 
 # ---------------------------------------------------------------------------- data
@@ -87,13 +93,18 @@ def load_export(folder: str | Path):
     return data
 
 
-def to_prompt_completion(dataset):
-    """Conversational prompt-completion rows: loss on the assistant turn only."""
+def to_prompt_completion(dataset, voice: str = ""):
+    """Conversational prompt-completion rows: loss on the assistant turn only (the voice's
+    preamble, if any, goes in front of the prompt turns)."""
+    from tessy.voices import load_voice, with_voice
+
+    preamble = load_voice(voice)
+
     def convert(row):
         messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
         if messages[-1]["role"] != "assistant":
             raise ValueError(f"row {row.get('id')!r} does not end with an assistant turn")
-        return {"prompt": messages[:-1], "completion": messages[-1:]}
+        return {"prompt": with_voice(preamble, messages[:-1]), "completion": messages[-1:]}
 
     return dataset.map(convert, remove_columns=dataset.column_names)
 
@@ -134,12 +145,15 @@ def build_trainer(config: RecipeConfig, train_rows=None, eval_rows=None):
         per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum, max_length=config.max_length,
         warmup_steps=config.warmup, completion_only_loss=True, packing=False, seed=config.seed,
-        logging_steps=config.logging_steps, save_strategy="no", eval_strategy="no", report_to="none",
+        logging_steps=config.logging_steps, eval_strategy="no", report_to="none",
+        save_strategy="steps" if config.save_steps else "no", save_steps=config.save_steps or 500,
+        save_only_model=False,
         use_cpu=config.device == "cpu", bf16=False, fp16=False, dataloader_num_workers=0,
         gradient_checkpointing=config.gradient_checkpointing, disable_tqdm=True)
     return SFTTrainer(model=model, args=args, processing_class=tokenizer,
-                      train_dataset=to_prompt_completion(train_rows),
-                      eval_dataset=to_prompt_completion(eval_rows) if eval_rows is not None and len(eval_rows) else None,
+                      train_dataset=to_prompt_completion(train_rows, config.voice),
+                      eval_dataset=(to_prompt_completion(eval_rows, config.voice)
+                                    if eval_rows is not None and len(eval_rows) else None),
                       peft_config=peft_config)
 
 
@@ -151,7 +165,10 @@ def train(config: RecipeConfig, train_rows=None, eval_rows=None) -> dict[str, An
     if trainer.eval_dataset is not None:
         metrics["eval_loss_before"] = trainer.evaluate()["eval_loss"]
     started = time.monotonic()
-    result = trainer.train()
+    checkpoints = output / "checkpoints"
+    resume = config.save_steps > 0 and any(checkpoints.glob("checkpoint-*"))
+    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    metrics["resumed"] = resume
     metrics["train_seconds"] = round(time.monotonic() - started, 1)
     metrics["steps"] = result.global_step
     metrics["train_loss"] = result.training_loss

@@ -22,14 +22,15 @@ The turn's line, when it closes, supersedes its step lines. A sample that fails 
 retry starts afresh), as is a chain for another prompt under the same id.
 
 Promises:
-- A line is one `os.write` on an `O_APPEND` descriptor, so a `kill -9` loses no closed turn; the
-  file is fsynced at most `sync_s` seconds apart while the run goes on (0: after every line) and
-  on close, so a machine crash loses at most that much.
-- On open, the file is compacted (written to a temp file, fsynced, renamed over): lines of done
-  ids, of another config fingerprint and before a reset are dropped; a torn or unreadable line
-  is skipped. While a run goes on, the file is compacted again once its dead lines (ids whose
-  record is written) outweigh the live ones and pass `compact_bytes`, and on close: a finished
-  run leaves it empty.
+- A line is one `os.write` on an `O_APPEND` descriptor (`tessy.durable.append`: a failed write
+  is cut back off), so a `kill -9` loses no closed turn; the file is fsynced at most `sync_s`
+  seconds apart while the run goes on (0: after every line) and on close, so a machine crash
+  loses at most that much.
+- On open, the file is compacted (`durable.replacing`: a temp file, fsynced, renamed over):
+  lines of done ids, of another config fingerprint and before a reset are dropped; a torn or
+  unreadable line is skipped. While a run goes on, the file is compacted again once its dead
+  lines (ids whose record is written) outweigh the live ones and pass `compact_bytes`, and on
+  close: a finished run leaves it empty.
 - `resume` rebuilds a sample's state from its lines (prompt ids plus the ids each turn appended,
   the spans, whose turn it is, the counters, and the open span's ids after its last step without
   a cut, in `state.resumed["open"]`), checking every sequence length on the way: a chain
@@ -51,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
+from tessy import durable
 from tessy.engine.observer import LoopObserver
 from tessy.engine.state import Span
 
@@ -82,14 +84,6 @@ def _span_key(span: Span | None) -> tuple | None:
     if span is None:
         return None
     return (len(span.text), *(getattr(span, name) for name in SPAN_FIELDS), span.forced)
-
-
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Journal(LoopObserver):
@@ -146,21 +140,16 @@ class Journal(LoopObserver):
     def _compact(self, lines: dict[str, list[bytes]]) -> int:
         """Rewrite the file with `lines` only (temp file, fsync, rename, fsync of the folder); return
         the new descriptor, open for appending, and index its lines."""
-        tmp = self.path.with_name(self.path.name + ".tmp")
         index: dict[str, list[tuple[int, int]]] = {}
         offset = 0
-        with open(tmp, "wb") as file:
+        with durable.replacing(self.path) as file:
             for sample_id, raws in lines.items():
                 for raw in raws:
                     file.write(raw)
                     index.setdefault(sample_id, []).append((offset, len(raw)))
                     offset += len(raw)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, self.path)
-        _fsync_folder(self.path.parent)
         self._index, self.live_bytes, self.dead_bytes = index, offset, 0
-        return os.open(self.path, os.O_RDWR | os.O_APPEND)
+        return durable.open_append(self.path, readable=True)
 
     def _lines_of(self, sample_id: str) -> list[bytes]:
         return [os.pread(self._fd, length, offset) for offset, length in self._index.get(sample_id, ())]
@@ -288,16 +277,9 @@ class Journal(LoopObserver):
 
     def _append(self, sample_id: str, line: dict, index: bool = True) -> None:
         data = (json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
-        with self._fd_lock:
-            offset = os.lseek(self._fd, 0, os.SEEK_END)
-            written = os.write(self._fd, data)  # O_APPEND: lands whole at the end
-            if written != len(data):  # a full disk: cut the partial line back off, never replay it
-                os.ftruncate(self._fd, offset)
-                raise OSError(f"short write to {self.path} ({written} of {len(data)} bytes)")
-            self._dirty = True
-            if self.sync_s <= 0:
-                os.fsync(self._fd)
-                self._dirty = False
+        with self._fd_lock:  # a failed write (a full disk) is cut back off: never replayed
+            offset = durable.append(self._fd, data, self.path, sync=self.sync_s <= 0)
+            self._dirty = self.sync_s > 0
         if index:
             self._index.setdefault(sample_id, []).append((offset, len(data)))
             self.live_bytes += len(data)

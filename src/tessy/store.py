@@ -5,11 +5,12 @@ The folder holds `records.jsonl` (one JSON line per finished item), `failures.js
 (`{"id", "reason", "attempt", "time"}`), `rejects.jsonl` (`{"line", "id", "reason", "time"}`) and
 `run.json` (`{"fingerprint", "config", "tessy_version", "created"}`).
 
-Promises of `RunOutput`:
+Promises of `RunOutput` (the file operations are `tessy.durable`'s):
 - Exactly once: a line is one `os.write` on an `O_APPEND` descriptor followed by `fsync`; a write
   that fails or comes up short is cut back off the file, so nothing of it lands later. An id
   already in `records.jsonl` is never written again (`write_record` returns False), also across
-  reruns. A `.lock` file (`flock`) stops two processes from writing one folder.
+  reruns. A `.lock` file (`flock`) stops two processes from writing one folder; on a file system
+  without locks the folder is refused with an error that says so (`durable.NoLocks`).
 - Durable metadata: `run.json` is written to a temp file, fsynced, renamed over, and the folder
   fsynced, so a crash leaves the old file or the new one, never a torn one.
 - Crash repair: a `kill -9` mid-write can leave a last line without its newline; on open that
@@ -31,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from tessy import __version__
+from tessy import __version__, durable
 
 log = logging.getLogger(__name__)
 
@@ -59,61 +60,6 @@ def config_fingerprint(config: dict, ignore: Iterable[str] = ()) -> str:
     skip = set(ignore)
     shaped = {key: value for key, value in config.items() if key not in skip}
     return hashlib.sha256(canonical_json(shaped).encode("utf-8")).hexdigest()[:16]
-
-
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Replace `path` with `obj` as JSON: temp file, fsync, rename, fsync of the folder."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as file:
-        file.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(tmp, path)
-    _fsync_folder(path.parent)
-
-
-def repair_tail(path: Path) -> None:
-    """Make `path` end on a newline: drop (or, if complete, close) a torn last line."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    size = path.stat().st_size
-    with open(path, "rb+") as file:
-        file.seek(size - 1)
-        if file.read(1) == b"\n":
-            return
-        position, start = size, 0
-        while position > 0:  # the start of the last line, scanning back in blocks
-            step = min(65536, position)
-            position -= step
-            file.seek(position)
-            newline = file.read(step).rfind(b"\n")
-            if newline >= 0:
-                start = position + newline + 1
-                break
-        file.seek(start)
-        tail = file.read()
-        try:
-            complete = isinstance(json.loads(tail.decode("utf-8")), dict)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            complete = False
-        if complete:
-            file.seek(size)
-            file.write(b"\n")
-            log.warning("%s: last line had no newline but is complete; newline restored", path)
-        else:
-            file.truncate(start)
-            log.warning("%s: removed a torn last line (%d bytes at byte %d), left by a crash mid-write",
-                        path, size - start, start)
-        file.flush()
-        os.fsync(file.fileno())
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
@@ -150,26 +96,16 @@ class RunOutput:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._fds: dict[str, int] = {}
-        self._lock_fd = self._acquire_folder_lock()
+        try:
+            self._lock_fd = durable.lock(self.folder / LOCK_FILE)
+        except durable.LockHeld:
+            raise RunLockedError(f"{self.folder} is in use by another tessy process; "
+                                 "wait for it to finish or use another output folder") from None
         try:
             self._open(config, overwrite)
         except BaseException:
             self.close()
             raise
-
-    def _acquire_folder_lock(self) -> int | None:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no cross-process guard
-            return None
-        fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise RunLockedError(f"{self.folder} is in use by another tessy process; "
-                                 "wait for it to finish or use another output folder") from None
-        return fd
 
     def _open(self, config: dict, overwrite: bool) -> None:
         run_path = self.folder / RUN_FILE
@@ -188,14 +124,15 @@ class RunOutput:
             for name in (RECORDS_FILE, FAILURES_FILE, REJECTS_FILE):
                 (self.folder / name).unlink(missing_ok=True)
         if overwrite or not run_path.exists():
-            write_json_atomic(run_path, {"fingerprint": self.fingerprint, "config": config,
-                                         "tessy_version": __version__, "created": _now()})
+            info = {"fingerprint": self.fingerprint, "config": config, "tessy_version": __version__,
+                    "created": _now()}
+            durable.write_atomic(run_path, json.dumps(info, indent=2, ensure_ascii=False, default=str) + "\n")
         self._done: dict[str, str | None] = {}  # id -> prompt_sha256 of its record
         self._attempts: dict[str, int] = {}
         self._rejects: set[tuple] = set()
         paths = {name: self.folder / name for name in (RECORDS_FILE, FAILURES_FILE, REJECTS_FILE)}
         for path in paths.values():
-            repair_tail(path)
+            durable.repair_tail(path)
         if paths[RECORDS_FILE].exists():
             for number, record in iter_jsonl(paths[RECORDS_FILE]):
                 if record.get("id") in self._done:
@@ -210,7 +147,7 @@ class RunOutput:
             for _, reject in iter_jsonl(paths[REJECTS_FILE]):
                 self._rejects.add((reject.get("line"), reject.get("id"), reject.get("reason")))
         for name, path in paths.items():
-            self._fds[name] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fds[name] = durable.open_append(path)
         if self._done or self._attempts:
             log.info("%s: resuming: %d records done, %d ids failed before", self.folder, len(self._done),
                      len(self._attempts))
@@ -240,21 +177,8 @@ class RunOutput:
     # -- appending
 
     def _append(self, name: str, obj: dict) -> None:
-        fd = self._fds[name]
         data = (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
-        start = os.fstat(fd).st_size
-        try:
-            written = os.write(fd, data)  # O_APPEND: one write lands whole at the end, or fails
-            if written != len(data):
-                raise OSError(f"short write to {self.folder / name} ({written} of {len(data)} bytes)")
-            os.fsync(fd)
-        except BaseException:
-            try:  # nothing of a failed line may stay behind
-                if os.fstat(fd).st_size > start:
-                    os.ftruncate(fd, start)
-            except OSError:
-                log.exception("%s: could not undo a failed write", self.folder / name)
-            raise
+        durable.append(self._fds[name], data, self.folder / name)
 
     def write_record(self, record: dict) -> bool:
         """Append `record` durably; return False (and write nothing) if its id is done."""

@@ -21,7 +21,9 @@ import os
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from tessy import durable
 from tessy.records import summarize
+from tessy.store import RECORDS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -226,11 +228,11 @@ def write_view(records_path: str | os.PathLike, out_path: str | os.PathLike,
 
     ``limit`` keeps only the first N records. A line that cannot be shown is skipped with
     ``warn(message naming the line)`` (default: a logged warning). The page is written to a
-    temporary file and renamed, so a reader never sees half a page.
+    temporary file and renamed (`durable.write_atomic`), so a reader never sees half a page.
     """
     src = Path(records_path)
     if src.is_dir():
-        src = src / "records.jsonl"
+        src = src / RECORDS_FILE
     recs = []
     for r in read_renderable(src, warn):
         if limit is not None and len(recs) >= limit:
@@ -239,7 +241,5 @@ def write_view(records_path: str | os.PathLike, out_path: str | os.PathLike,
     page = render_html(recs, title=title or f"tessy: {src}")
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
+    durable.write_atomic(out, page)
     return out

@@ -55,8 +55,9 @@ _THINK_ALOUD = [
 ]
 
 _STEPS = [
-    {"role": "system", "content": "You are an expert problem solver. Reason step by step inside <think> and "
-                                  "</think>, then give the final answer."},
+    {"role": "system", "content": "You are an expert problem solver. Reason in a few short steps inside <think> and "
+                                  "</think>, in plain words and without code; then give the final answer, and "
+                                  "any code, after </think>."},
     {"role": "user", "content": _COUNT_VOWELS},
     {"role": "assistant", "content": (
         "<think>\nCount characters c of s with c.lower() in \"aeiou\"; this covers both cases. An empty string "

@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="Problems generated at once (default 8).")
     parser.add_argument("--limit", type=int, default=None, help="Use only the first N problems.")
     parser.add_argument("--format", default="auto", help="Chat format of the models (default: auto).")
+    parser.add_argument("--voice", default="", help="The student's voice (tessy.voices), seen before every prompt as "
+                                                    "when it wrote data and was fine-tuned (default: none).")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         models[name] = path
     rows = evaluate(models, args.problems, args.verifier, args.output, own_responses=args.own,
                     max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, limit=args.limit,
-                    chat_format=args.format)
+                    chat_format=args.format, voice=args.voice)
     print(format_table(rows))
     print(f"details: {args.output}/eval.json")
     return 0

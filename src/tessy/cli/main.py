@@ -67,7 +67,7 @@ COMMANDS = {
     "view": ("tessy.cli.view", "Write an HTML page showing who wrote each span of each record."),
     "analyze": ("tessy.cli.analyze", "Compare data methods on the same prompts: token share, lengths, "
                 "similarity, PCA, words, student NLL."),
-    "demo": ("tessy.cli.demo", "Run TESSY on 8 HumanEval problems with the two small CPU models."),
+    "demo": ("tessy.cli.demo", "Run TESSY on 8 HumanEval problems with small real models on CPU and write a view."),
     "predictor": ("tessy.cli.predictor", "Build boundary predictors: sample, annotate, train, eval."),
     "verify": ("tessy.cli.verify", "Check each record's answer (HumanEval tests, reasoning-gym scorers, "
                "numeric exact match); verdicts go to a side file."),

@@ -7,20 +7,20 @@ format (`FORMATS`: one peer module per format), a dataset card ``README.md`` (`t
 and ``export.json`` (every number the card states), and returns that summary.
 
 Promises: the output is deterministic (rows sorted by id within each split; the same records and
-options give the same files); the export is written into a temporary sibling folder and renamed
-into place only when complete, so a crash or a bad record never leaves a half-written export; an
-existing output folder is replaced only with ``overwrite=True``; records are only read.
+options give the same files); the export is written into a temporary sibling folder, fsynced and
+renamed into place only when complete (`tessy.durable.new_folder`), so a crash or a bad record
+never leaves a half-written export; an existing output folder is replaced only with
+``overwrite=True``; records are only read.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from tessy import durable
 from tessy.export.select import Filters, split_of
 
 FORMATS = {
@@ -70,9 +70,7 @@ def export_runs(runs: list[str | Path], output: str | Path, to: str = "messages"
         splits[split_of(row["id"], validation_fraction, split_seed)].append(row)
     splits = {name: sorted(rows, key=lambda r: r["id"]) for name, rows in splits.items() if rows}
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
-    try:
+    with durable.new_folder(output, unique=True) as staging:
         files = fmt.write(splits, staging)
         stats = summary(kept, dropped, splits, loaded)
         options = {"format": fmt.name, "validation_fraction": validation_fraction, "split_seed": split_seed,
@@ -81,13 +79,4 @@ def export_runs(runs: list[str | Path], output: str | Path, to: str = "messages"
         (staging / "README.md").write_text(card, encoding="utf-8")
         result = {**stats, "format": fmt.name, "files": files, "filters": filters.describe(), "options": options}
         (staging / "export.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        if output.exists():
-            old = output.with_name(f".{output.name}.old-{staging.name[-8:]}")
-            output.rename(old)
-            staging.rename(output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return {**result, "output": str(output)}

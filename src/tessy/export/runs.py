@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-RECORDS_FILE = "records.jsonl"
-RUN_FILE = "run.json"
+from tessy.store import RECORDS_FILE, RUN_FILE
 
 
 def _read_records(path: Path):

@@ -1,4 +1,4 @@
-"""Plain: a family without a thinking section (`has_thinking = False`), used by the CPU demo pair.
+"""Plain: a family without a thinking section (`has_thinking = False`), used by the small CPU pair.
 
 The two models alternate over the whole response. Promises:
 

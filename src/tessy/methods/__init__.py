@@ -9,7 +9,7 @@
 - `teacher-reference`: the teacher writes a reference answer, the student writes thinking and
   answer with it in its prompt; the record keeps the plain prompt.
 
-For model families without a thinking section (the CPU demo pair) `teacher-think` and
+For model families without a thinking section (the small CPU pair) `teacher-think` and
 `teacher-answer` treat the first paragraph as the thinking (see `methods.split`).
 """
 

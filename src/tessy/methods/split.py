@@ -5,7 +5,7 @@ tokens); if its thinking ends, the answerer continues from that thinking (the sa
 vocabularies are the same, else the text tokenized by the answerer) after its own end-of-thinking
 syntax, for at most `max_answer_tokens`. Thinking that never ends stays open and gets no answer.
 
-Without one (the plain demo pair), "thinking" is the thinker's first paragraph: its text up to
+Without one (the plain small pair), "thinking" is the thinker's first paragraph: its text up to
 and including its first blank line, at most half of `max_tokens`; a budget cut backs off to a
 word boundary (the kept text ends with a non-word character), so the answerer never continues
 from half a word. The answerer continues the response for the rest of `max_tokens`. A thinker

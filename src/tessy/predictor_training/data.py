@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from tessy import durable
 from tessy.store import iter_jsonl
 
 SEGMENTS_FILE = "segments.jsonl"
@@ -87,19 +88,15 @@ def read_annotations(spec: str, roles: Iterable[str] | None = None) -> list[dict
 
 
 def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> int:
-    """Write `rows` to `path` through a temporary file and a rename; returns the row count."""
+    """Write `rows` to `path` through a temporary file and a rename (`durable.replacing`); returns
+    the row count."""
     import json
 
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     count = 0
-    with open(tmp, "w", encoding="utf-8") as out:
+    with durable.replacing(path, "w", encoding="utf-8") as out:
         for row in rows:
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
             count += 1
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
     return count
 
 

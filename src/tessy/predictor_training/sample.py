@@ -14,7 +14,7 @@ missing). The output folder holds:
 Promises:
 
 - only thinking text is cut: the spans of section "thinking" of each response. The answer never
-  leaks into a segment. For families without a thinking section (`plain`, the demo pair) the
+  leaks into a segment. For families without a thinking section (`plain`, the small pair) the
   whole response counts as thinking (section "response");
 - a segment starts at the start of a word, segments of one response do not overlap, and each
   holds between `min_segment_tokens` and `max_segment_tokens` tokens of the model that wrote

@@ -16,9 +16,9 @@ resumable checkpoints, the threshold, and the final checkpoint's label semantics
 - Split: by response (`data.split_of`): train / dev / test. Test segments are never seen here;
   `tessy predictor eval` with the same split settings evaluates on them.
 - Resume: every `save_every` steps the model, optimizer and scheduler go to
-  ``OUTPUT/checkpoint-last`` (written to a temporary folder, then renamed); a rerun of the same
-  command continues from there with the same data order (a seeded permutation per epoch). A
-  folder made by another config is refused unless `overwrite`.
+  ``OUTPUT/checkpoint-last`` (`durable.new_folder`: a temporary folder, fsynced, then renamed);
+  a rerun of the same command continues from there with the same data order (a seeded
+  permutation per epoch). A folder made by another config is refused unless `overwrite`.
 - Output: a standard Hugging Face checkpoint in OUTPUT (config, weights, tokenizer) whose config
   says ``id2label = {0: "capability", 1: "style"}``, ``tessy_style_label_id = 1`` and
   ``tessy_label_offset = 0``, so `tessy synthesize --student.predictor OUTPUT` needs no other
@@ -32,13 +32,13 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import random
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tessy import durable
 from tessy.predictor_training.config import TrainConfig
 from tessy.predictor_training.data import char_mask, parse_roles, range_labels, read_annotations, split_of
 
@@ -101,7 +101,7 @@ def _prepare_output(config: TrainConfig) -> Path | None:
             elif target.exists():
                 target.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps(wanted, indent=2) + "\n")
+    durable.write_atomic(saved, json.dumps(wanted, indent=2) + "\n")
     return out
 
 
@@ -191,20 +191,12 @@ def _head(model):
 def _save_checkpoint(out: Path, model, tokenizer, optimizer, scheduler, step: int) -> None:
     import torch
 
-    staging = out / f".{CHECKPOINT}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    with _quiet_transformers():
-        model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-               staging / STATE_FILE)
-    target = out / CHECKPOINT
-    old = out / f".{CHECKPOINT}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    staging.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+    with durable.new_folder(out / CHECKPOINT) as staging:
+        with _quiet_transformers():
+            model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                   staging / STATE_FILE)
 
 
 def train(config: TrainConfig) -> TrainReport:
@@ -348,8 +340,6 @@ def train(config: TrainConfig) -> TrainReport:
                   "split_seed": config.split_seed},
         "style_label_id": STYLE_LABEL_ID, "label_offset": LABEL_OFFSET, "train_s": round(report.wall_s, 1),
     }
-    tmp = out / (INFO_FILE + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(tmp, out / INFO_FILE)
+    durable.write_atomic(out / INFO_FILE, json.dumps(info, indent=2) + "\n")
     shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     return report

@@ -39,14 +39,19 @@ def _problems_rows(path: Path, limit: int | None) -> list[dict]:
 
 
 def generate_answers(model: str, problems: list[dict], folder: Path, max_new_tokens: int = 256,
-                     batch_size: int = 8, chat_format: str = "auto") -> Path:
-    """Greedy responses of `model` to `problems`, as records in `folder/records.jsonl`."""
+                     batch_size: int = 8, chat_format: str = "auto", voice: str = "") -> Path:
+    """Greedy responses of `model` to `problems`, as records in `folder/records.jsonl`.
+
+    With a `voice` (`tessy.voices`) the model sees its preamble before each prompt, as it did
+    when it wrote data; the records keep the plain prompt."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tessy.formats import get_format
     from tessy.models import resolve_model
+    from tessy.voices import load_voice, with_voice
 
+    preamble = load_voice(voice)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "records.jsonl"
     done = set()
@@ -66,7 +71,7 @@ def generate_answers(model: str, problems: list[dict], folder: Path, max_new_tok
     with open(path, "a", encoding="utf-8") as out:
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
-            prompts = [fmt.prompt_ids(tokenizer, p["messages"]) for p in batch]
+            prompts = [fmt.prompt_ids(tokenizer, with_voice(preamble, p["messages"])) for p in batch]
             width = max(map(len, prompts))
             ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
             mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
@@ -92,10 +97,16 @@ def generate_answers(model: str, problems: list[dict], folder: Path, max_new_tok
     return path
 
 
-def own_nll(model: str, records: list[dict], chat_format: str = "auto", max_response_tokens: int = 512) -> dict:
-    """Token-weighted mean NLL per token of `records`' responses under `model`."""
+def own_nll(model: str, records: list[dict], chat_format: str = "auto", max_response_tokens: int = 512,
+            voice: str = "") -> dict:
+    """Token-weighted mean NLL per token of `records`' responses under `model` (after the voice's
+    preamble, when the responses were written with one)."""
     from tessy.analysis.nll import StudentScorer
+    from tessy.voices import load_voice, with_voice
 
+    preamble = load_voice(voice)
+    if preamble:
+        records = [{**r, "messages": with_voice(preamble, r["messages"][:-1]) + r["messages"][-1:]} for r in records]
     scored = StudentScorer(model, chat_format, max_response_tokens=max_response_tokens).score(records)
     tokens = sum(s.tokens for s in scored)
     return {"nll_per_token": sum(s.nll_sum for s in scored) / tokens if tokens else None,
@@ -104,7 +115,8 @@ def own_nll(model: str, records: list[dict], chat_format: str = "auto", max_resp
 
 def evaluate(models: dict[str, str], problems: str | Path, verifier: str, output: str | Path,
              own_responses: str | Path | None = None, max_new_tokens: int = 256, batch_size: int = 8,
-             limit: int | None = None, chat_format: str = "auto", **verifier_options: Any) -> list[dict]:
+             limit: int | None = None, chat_format: str = "auto", voice: str = "",
+             **verifier_options: Any) -> list[dict]:
     from tessy.export.runs import load_run
     from tessy.verify import verify_run
 
@@ -117,7 +129,7 @@ def evaluate(models: dict[str, str], problems: str | Path, verifier: str, output
     table = []
     for name, spec in models.items():
         folder = output / name
-        generate_answers(spec, rows_in, folder, max_new_tokens, batch_size, chat_format)
+        generate_answers(spec, rows_in, folder, max_new_tokens, batch_size, chat_format, voice)
         result = verify_run(folder, verifier, problems=problems, **verifier_options)
         verdicts = [json.loads(line) for line in Path(result["file"]).read_text().splitlines() if line.strip()]
         passed = sum(v["status"] == "pass" for v in verdicts)
@@ -125,11 +137,11 @@ def evaluate(models: dict[str, str], problems: str | Path, verifier: str, output
                "accuracy": passed / len(verdicts) if verdicts else None,
                "errors": sum(v["status"] == "error" for v in verdicts)}
         if own is not None:
-            row["own_nll"] = own_nll(spec, own, chat_format)
+            row["own_nll"] = own_nll(spec, own, chat_format, voice=voice)
         table.append(row)
     output.mkdir(parents=True, exist_ok=True)
     summary = {"problems_file": str(problems), "verifier": verifier, "max_new_tokens": max_new_tokens,
-               "own_responses": str(own_responses) if own_responses else None, "rows": table}
+               "own_responses": str(own_responses) if own_responses else None, "voice": voice, "rows": table}
     (output / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
     return table
 

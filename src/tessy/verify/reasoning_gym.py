@@ -19,6 +19,7 @@ import json
 import re
 from pathlib import Path
 
+from tessy import durable
 from tessy.export.runs import answer_text
 from tessy.verify.base import Verdict, Verifier
 from tessy.verify.math_answer import final_answer, parse_number
@@ -77,13 +78,11 @@ def make_prompts(path: str | Path, task: str, size: int, seed: int = 0, instruct
     dataset = reasoning_gym.create_dataset(task, size=offset + size, seed=seed, **task_options)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with durable.replacing(path, "w", encoding="utf-8") as f:
         for index in range(offset, offset + size):
             entry = dataset[index]
             prompt = entry["question"] + ("\n\n" + instruction if instruction else "")
             row = {"id": f"{task}/{seed}/{index}", "prompt": prompt, "question": entry["question"],
                    "answer": entry["answer"], "metadata": entry["metadata"]}
             f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-    tmp.replace(path)
     return path

@@ -5,27 +5,26 @@
     {"id": str, "response_hash": str, "verifier": str, "status": "pass"|"fail"|"error",
      "score": float, "answer": str|null, "expected": str|null, "detail": str, "time": str}
 
-Promises, as for records: a line is one write followed by flush + fsync, so a verdict is there
-whole or not at all; a torn last line (a crash mid-write) is repaired on open (truncated, or its
-newline restored when it is complete JSON); a ``.verdicts-<verifier>.lock`` (flock) stops two
-processes from writing one file; a (id, response_hash) already judged is never judged again
-(`pending` leaves it out), so a rerun after a crash does only what is left. ``response_hash``
-ties the verdict to the exact response it judged: after a run is redone with new text, the old
-verdicts no longer apply and the new responses are judged afresh. When one (id, hash) has
-several lines (``--redo-errors`` appends a newer one), the last wins.
+Promises, as for records (the file operations are `tessy.durable`'s): a line is one write
+followed by fsync, so a verdict is there whole or not at all; a torn last line (a crash
+mid-write) is repaired on open (truncated, or its newline restored when it is a complete JSON
+object); a ``.verdicts-<verifier>.lock`` (flock) stops two processes from writing one file; a
+(id, response_hash) already judged is never judged again (`pending` leaves it out), so a rerun
+after a crash does only what is left. ``response_hash`` ties the verdict to the exact response
+it judged: after a run is redone with new text, the old verdicts no longer apply and the new
+responses are judged afresh. When one (id, hash) has several lines (``--redo-errors`` appends a
+newer one), the last wins.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import logging
 import os
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
-log = logging.getLogger(__name__)
+from tessy import durable
 
 PREFIX = "verdicts-"
 
@@ -37,29 +36,6 @@ def verdict_path(run_folder: Path, verifier: str) -> Path:
 def verdict_files(run_folder: Path) -> dict[str, Path]:
     """Verifier name -> its side file, for every verdict file in the run folder."""
     return {p.name[len(PREFIX):-len(".jsonl")]: p for p in sorted(Path(run_folder).glob(f"{PREFIX}*.jsonl"))}
-
-
-def _repair_tail(path: Path) -> None:
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    with open(path, "rb+") as f:
-        f.seek(-1, os.SEEK_END)
-        if f.read(1) == b"\n":
-            return
-        f.seek(0)
-        data = f.read()
-        start = data.rfind(b"\n") + 1
-        tail = data[start:]
-        try:
-            json.loads(tail)
-            f.seek(0, os.SEEK_END)
-            f.write(b"\n")
-            log.warning("%s: restored the newline of a complete last line", path)
-        except ValueError:
-            f.truncate(start)
-            log.warning("%s: dropped a torn last line (%d bytes) left by a crash", path, len(tail))
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def iter_verdicts(path: Path) -> Iterator[dict[str, Any]]:
@@ -95,33 +71,34 @@ class VerdictWriter:
         self.path = verdict_path(run_folder, verifier)
         self.verifier = verifier
         self._lock_path = Path(run_folder) / f".{PREFIX}{verifier}.lock"
-        self._lock = None
-        self._file = None
+        self._lock: int | None = None
+        self._fd: int | None = None
 
     def __enter__(self) -> "VerdictWriter":
-        self._lock = open(self._lock_path, "a")
         try:
-            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            self._lock.close()
+            self._lock = durable.lock(self._lock_path)
+        except durable.LockHeld as exc:
             raise RuntimeError(f"{self.path} is being written by another process") from exc
-        _repair_tail(self.path)
-        self.done = load_verdicts(self.path)
-        self._file = open(self.path, "a", encoding="utf-8")
+        try:
+            durable.repair_tail(self.path)
+            self.done = load_verdicts(self.path)
+            self._fd = durable.open_append(self.path)
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._file:
-            self._file.close()
-        if self._lock:
-            fcntl.flock(self._lock.fileno(), fcntl.LOCK_UN)
-            self._lock.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._lock is not None:
+            os.close(self._lock)  # closing releases the flock
+            self._lock = None
 
     def write(self, record_id: str, response_hash: str, verdict: dict[str, Any]) -> dict[str, Any]:
         line = {"id": record_id, "response_hash": response_hash, "verifier": self.verifier, **verdict,
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        self._file.write(json.dumps(line, ensure_ascii=False) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        durable.append(self._fd, (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8"), self.path)
         self.done[(record_id, response_hash)] = line
         return line

@@ -1,0 +1,381 @@
+"""The paper's Table 1 in miniature: fine-tune the student on student-only, teacher-only and TESSY
+data made from the same prompts, and compare the students on held-out problems.
+
+    python examples/table1.py --size full --output runs/table1        # hours on 2 CPU cores; resumable
+    python examples/table1.py --size tiny --output runs/table1-tiny   # minutes; the test suite runs it
+
+The setting (`--size full`): the `qwen` pair of `tessy demo`. The student is Qwen2.5-Coder-0.5B
+-Instruct *with its voice*: the think-aloud preamble (`tessy.voices`) is part of the student, seen
+before every prompt when it writes data, when it is fine-tuned and when it is evaluated, so "its
+own distribution" is that of the voiced model. The teacher is Qwen2.5-Coder-1.5B-Instruct in the
+think-steps voice: terse reasoning in another style, and measurably better at the task. This stands
+for the paper's pair (GPT-OSS-120B teaching Qwen3-8B): a stronger teacher whose connecting text
+differs from the student's. `--size tiny` runs the same stages with the small demo pair
+(SmolLM2-135M student, Gemma-3-270m teacher) on a few problems, to check the machinery.
+
+Stages, in order; each is skipped once done (`OUT/stages.json` holds each finished stage and its
+wall time), and each one killed part-way goes on where it stopped when the command is rerun
+(synthesize, verify and eval are exactly-once by id; the fine-tune saves checkpoints):
+
+1. prompts   reasoning-gym problems: training prompts, and held-out ones (other ids, and no
+             question that is also a training question);
+2. data      student-only, teacher-only and TESSY records from the training prompts;
+3. verify    each record judged by the task's scorer (reported, not used as a filter);
+4. export    the same filters for every method (complete responses only);
+5. sft       the same recipe, steps and seed for every method (examples/sft/train.py);
+6. own       the base student's own sampled responses to some of the held-out prompts (for drift);
+7. eval      base and fine-tuned students, greedy, on the held-out problems: accuracy, and each
+             one's NLL of the base student's own responses;
+8. report    OUT/table1.json (every figure), OUT/table1.md and OUT/table1.png.
+
+Figures per student: held-out accuracy; the paired comparison with the teacher-only student
+(problems gained and lost, exact McNemar p-value); drift (NLL per token of the base student's own
+held-out responses); voice (the lexicon's style phrases per 100 words of its held-out answers);
+rows it was trained on. Of the data: teacher share of the TESSY records and in how many both
+models wrote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+METHODS = ("student-only", "teacher-only", "tessy")
+STUDENTS = ("base",) + METHODS
+VERIFIER = "reasoning-gym"
+
+
+@dataclass(frozen=True)
+class Size:
+    """One preset of the experiment."""
+
+    pair: str                # a pair of `tessy.cli.demo.PAIRS`
+    task: str                # a reasoning-gym task
+    train: int               # training prompts (data for every method)
+    heldout: int             # held-out problems for the evaluation
+    own: int                 # of those, how many the base student answers (sampled) for the drift figure
+    max_tokens: int          # response budget of synthesis and evaluation, in student tokens
+    max_answer_tokens: int | None
+    sft_steps: int
+    sft_batch: int
+    learning_rate: float
+    sft_max_length: int
+    save_steps: int
+    task_options: tuple[tuple[str, int], ...] = ()
+    max_batch: int = 16      # sequences per forward pass in synthesis
+
+
+SIZES = {
+    "tiny": Size(pair="small", task="products", train=3, heldout=3, own=3, max_tokens=24, max_answer_tokens=None,
+                 sft_steps=1, sft_batch=2, learning_rate=1e-4, sft_max_length=256, save_steps=0,
+                 task_options=(("min_digits", 1), ("max_digits", 1))),
+    "full": Size(pair="qwen", task="products", train=128, heldout=200, own=64, max_tokens=256, max_answer_tokens=64,
+                 sft_steps=16, sft_batch=8, learning_rate=2e-5, sft_max_length=1024, save_steps=2,
+                 task_options=(("min_digits", 2), ("max_digits", 2))),
+}
+
+
+# ---------------------------------------------------------------------------- bookkeeping
+
+
+class Stages:
+    """`OUT/stages.json`: which stages are done and how long each took (rewritten atomically)."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / "stages.json"
+        self.done = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def run(self, name: str, work) -> None:
+        if name in self.done:
+            print(f"[{name}] done before ({self.done[name]['wall_s']} s); skipped", flush=True)
+            return
+        print(f"[{name}] ...", flush=True)
+        started = time.monotonic()
+        work()
+        self.done[name] = {"wall_s": round(time.monotonic() - started, 1),
+                           "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        from tessy import durable
+
+        durable.write_atomic(self.path, json.dumps(self.done, indent=2) + "\n")
+        print(f"[{name}] done in {self.done[name]['wall_s']} s", flush=True)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def sft_recipe():
+    spec = importlib.util.spec_from_file_location("sft_recipe", HERE / "sft" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["sft_recipe"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------------------- stages
+
+
+def make_prompts(size: Size, out: Path) -> None:
+    """Training prompts, then held-out problems of the same task that share no question with them."""
+    from tessy.verify.reasoning_gym import make_prompts as write
+
+    options = dict(size.task_options)
+    train = write(out / "prompts" / "train.jsonl", size.task, size.train, seed=0, **options)
+    seen = {row["question"] for row in read_jsonl(train)}
+    # Draw extra candidates, then keep the first `heldout` whose question is new.
+    pool = write(out / "prompts" / "heldout-pool.jsonl", size.task, size.heldout * 2 + 8, seed=0,
+                 offset=100_000, **options)
+    fresh = [row for row in read_jsonl(pool) if row["question"] not in seen][:size.heldout]
+    if len(fresh) < size.heldout:
+        raise RuntimeError(f"only {len(fresh)} held-out {size.task} problems differ from the training ones")
+    from tessy import durable
+
+    for name, rows in (("heldout", fresh), ("own", fresh[:size.own])):
+        durable.write_atomic(out / "prompts" / f"{name}.jsonl",
+                             "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    pool.unlink()
+
+
+def synth_config(size: Size, prompts: Path, output: Path, method: str):
+    from tessy.cli.demo import pair_config
+
+    return pair_config(size.pair, prompts, output, method=method, max_tokens=size.max_tokens,
+                       max_answer_tokens=size.max_answer_tokens, max_batch=size.max_batch, progress=False)
+
+
+def synthesize_all(size: Size, out: Path) -> None:
+    from tessy.runner import synthesize
+
+    for method in METHODS:
+        report = synthesize(synth_config(size, out / "prompts" / "train.jsonl", out / "data" / method, method))
+        print(f"  {method}: {report.written} written, {report.failed} failed, teacher share "
+              f"{report.teacher_share:.1%}", flush=True)
+        if report.failed:
+            raise RuntimeError(f"{method}: {report.failed} prompts failed; rerun to retry them")
+
+
+def verify_all(out: Path) -> None:
+    from tessy.verify import verify_run
+
+    for method in METHODS:
+        verify_run(out / "data" / method, VERIFIER)
+
+
+def export_all(out: Path) -> None:
+    from tessy.export import Filters, export_runs
+
+    for method in METHODS:
+        export_runs([out / "data" / method], out / "sft-data" / method, to="messages", filters=Filters(),
+                    validation_fraction=0.0, overwrite=True)
+
+
+def finetune_all(size: Size, out: Path) -> None:
+    from tessy.cli.demo import PAIRS
+
+    recipe = sft_recipe()
+    pair = PAIRS[size.pair]
+    for method in METHODS:
+        target = out / "sft" / method
+        if (target / "metrics.json").exists():
+            continue
+        if not json.loads((out / "sft-data" / method / "export.json").read_text())["splits"].get("train"):
+            # Nothing to learn from: this student is the base model (the table says it trained on 0 rows).
+            from tessy import durable
+
+            target.mkdir(parents=True, exist_ok=True)
+            durable.write_atomic(target / "metrics.json", json.dumps({"train_rows": 0, "steps": 0}) + "\n")
+            continue
+        recipe.train(recipe.RecipeConfig(
+            data=str(out / "sft-data" / method), output=str(target), model=pair.student, voice=pair.student_voice,
+            max_steps=size.sft_steps, batch_size=size.sft_batch, learning_rate=size.learning_rate,
+            max_length=size.sft_max_length, save_steps=size.save_steps, seed=0, logging_steps=1))
+
+
+def own_responses(size: Size, out: Path) -> None:
+    from tessy.runner import synthesize
+
+    synthesize(synth_config(size, out / "prompts" / "own.jsonl", out / "own", "student-only"))
+
+
+def evaluate_all(size: Size, out: Path) -> None:
+    from tessy.cli.demo import PAIRS
+    from tessy.verify.evaluate import evaluate
+
+    pair = PAIRS[size.pair]
+    trained = {m: out / "sft" / m for m in METHODS}
+    models = {"base": pair.student,
+              **{m: str(path) if (path / "config.json").exists() else pair.student for m, path in trained.items()}}
+    evaluate(models, out / "prompts" / "heldout.jsonl", VERIFIER, out / "eval", own_responses=out / "own",
+             max_new_tokens=size.max_tokens, batch_size=16, chat_format=pair.format, voice=pair.student_voice)
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def mcnemar_p(gained: int, lost: int) -> float:
+    """Two-sided exact McNemar (sign) test on the discordant problems."""
+    n = gained + lost
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(gained, lost) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def style_rate(texts: list[str]) -> float:
+    """The lexicon's style phrases per 100 words."""
+    from tessy.predictors.lexicon import find_style_spans
+
+    words = sum(len(t.split()) for t in texts)
+    return 100 * sum(len(find_style_spans(t)) for t in texts) / words if words else 0.0
+
+
+def data_summary(out: Path, method: str) -> dict:
+    records = read_jsonl(out / "data" / method / "records.jsonl")
+    tokens = sum(r["totals"]["tokens_student"] for r in records)
+    teacher = sum(r["totals"]["teacher_tokens_student"] for r in records)
+    export = json.loads((out / "sft-data" / method / "export.json").read_text())
+    verdicts = read_jsonl(out / "data" / method / f"verdicts-{VERIFIER}.jsonl")
+    return {"records": len(records), "teacher_share": teacher / tokens if tokens else 0.0,
+            "both_wrote": sum(len({s["role"] for s in r["spans"] if s["text"].strip()}) == 2 for r in records),
+            "finish_reasons": {reason: sum(r["finish_reason"] == reason for r in records)
+                               for reason in sorted({r["finish_reason"] for r in records})},
+            "correct": sum(v["status"] == "pass" for v in verdicts),
+            "rows_kept": export["kept"], "dropped": export["dropped"]}
+
+
+def report(size: Size, out: Path, stages: Stages) -> dict:
+    evaluation = json.loads((out / "eval" / "eval.json").read_text())
+    passed = {}
+    for name in STUDENTS:
+        verdicts = read_jsonl(out / "eval" / name / f"verdicts-{VERIFIER}.jsonl")
+        passed[name] = {v["id"]: v["status"] == "pass" for v in verdicts}
+    rows = []
+    for entry in evaluation["rows"]:
+        name = entry["model"]
+        answers = read_jsonl(out / "eval" / name / "records.jsonl")
+        row = {"student": name, "problems": entry["problems"], "passed": entry["passed"],
+               "accuracy": entry["accuracy"],
+               "accuracy_se": math.sqrt(entry["accuracy"] * (1 - entry["accuracy"]) / entry["problems"]),
+               "own_nll": entry.get("own_nll", {}).get("nll_per_token"),
+               "style_per_100_words": style_rate([a["messages"][-1]["content"] for a in answers])}
+        if name != "teacher-only":
+            ids = passed["teacher-only"].keys() & passed[name].keys()
+            gained = sum(passed[name][i] and not passed["teacher-only"][i] for i in ids)
+            lost = sum(passed["teacher-only"][i] and not passed[name][i] for i in ids)
+            row["vs_teacher_only"] = {"gained": gained, "lost": lost, "p": mcnemar_p(gained, lost)}
+        if name != "base":
+            ids = passed["base"].keys() & passed[name].keys()
+            row["vs_base"] = {"gained": sum(passed[name][i] and not passed["base"][i] for i in ids),
+                              "lost": sum(passed["base"][i] and not passed[name][i] for i in ids)}
+            row["sft"] = {k: v for k, v in json.loads((out / "sft" / name / "metrics.json").read_text()).items()
+                          if k in ("train_rows", "steps", "train_loss", "train_seconds")}
+        rows.append(row)
+    result = {"size": asdict(size), "date": time.strftime("%Y-%m-%d"),
+              "data": {m: data_summary(out, m) for m in METHODS}, "students": rows,
+              "own_responses": len(read_jsonl(out / "own" / "records.jsonl")),
+              "stages": stages.done}
+    from tessy import durable
+
+    durable.write_atomic(out / "table1.json", json.dumps(result, indent=2) + "\n")
+    durable.write_atomic(out / "table1.md", markdown(result))
+    plot(result, out / "table1.png")
+    return result
+
+
+def markdown(result: dict) -> str:
+    data = result["data"]
+    lines = ["| student (SFT data) | rows trained on | held-out accuracy (± s.e.) | vs teacher-only: gained / lost (p) "
+             "| NLL / token of base's own responses | style phrases / 100 words |",
+             "|---|---|---|---|---|---|"]
+    for row in result["students"]:
+        trained = row["sft"]["train_rows"] if "sft" in row else "–"
+        versus = row.get("vs_teacher_only")
+        versus = f"{versus['gained']} / {versus['lost']} (p = {versus['p']:.2f})" if versus else "–"
+        nll = "n/a" if row["own_nll"] is None else f"{row['own_nll']:.3f}"
+        lines.append(f"| {row['student'] if row['student'] != 'base' else 'none (base)'} | {trained} | "
+                     f"{row['accuracy']:.1%} ± {row['accuracy_se']:.1%} ({row['passed']}/{row['problems']}) | "
+                     f"{versus} | {nll} | {row['style_per_100_words']:.2f} |")
+    lines += ["", "| data | records | correct | finish reasons | teacher share | both models wrote |", "|---|---|---|---|---|---|"]
+    for method, summary in data.items():
+        reasons = ", ".join(f"{k} {v}" for k, v in summary["finish_reasons"].items())
+        lines.append(f"| {method} | {summary['records']} | {summary['correct']} | {reasons} | "
+                     f"{summary['teacher_share']:.1%} | {summary['both_wrote']} |")
+    lines += ["", "| stage | wall time (s) |", "|---|---|"]
+    lines += [f"| {name} | {stage['wall_s']} |" for name, stage in result["stages"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["students"]
+    names = [r["student"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    axes[0].bar(names, [100 * r["accuracy"] for r in rows], yerr=[100 * r["accuracy_se"] for r in rows], capsize=4)
+    axes[0].set_title("held-out accuracy (%)")
+    axes[1].bar(names, [r["own_nll"] or 0 for r in rows], color="tab:orange")
+    axes[1].set_title("NLL / token of base's own responses")
+    axes[2].bar(names, [r["style_per_100_words"] for r in rows], color="tab:green")
+    axes[2].set_title("style phrases / 100 words")
+    for ax in axes:
+        ax.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------- command
+
+
+def run(size: Size, out: Path) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    stages = Stages(out)
+    stages.run("prompts", lambda: make_prompts(size, out))
+    stages.run("data", lambda: synthesize_all(size, out))
+    stages.run("verify", lambda: verify_all(out))
+    stages.run("export", lambda: export_all(out))
+    stages.run("sft", lambda: finetune_all(size, out))
+    stages.run("own", lambda: own_responses(size, out))
+    stages.run("eval", lambda: evaluate_all(size, out))
+    result = report(size, out, stages)
+    print((out / "table1.md").read_text())
+    print(f"figures: {out / 'table1.json'}, {out / 'table1.md'}, {out / 'table1.png'}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=sorted(SIZES), default="full", help="Preset (default: full).")
+    parser.add_argument("--output", required=True, help="Folder for every stage's files; rerun to resume.")
+    parser.add_argument("--train", type=int, help="Training prompts (default: the preset's).")
+    parser.add_argument("--heldout", type=int, help="Held-out problems (default: the preset's).")
+    parser.add_argument("--sft-steps", type=int, help="Optimizer steps of each fine-tune (default: the preset's).")
+    args = parser.parse_args(argv)
+    size = SIZES[args.size]
+    overrides = {k: v for k, v in (("train", args.train), ("heldout", args.heldout), ("sft_steps", args.sft_steps))
+                 if v is not None}
+    out = Path(args.output)
+    settings = out / "size.json"
+    size = replace(size, **overrides)
+    wanted = json.loads(json.dumps(asdict(size)))
+    if settings.exists() and json.loads(settings.read_text()) != wanted:
+        parser.error(f"{out} was made with other settings ({settings}); use another --output")
+    out.mkdir(parents=True, exist_ok=True)
+    settings.write_text(json.dumps(wanted, indent=2) + "\n")
+    run(size, out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
