@@ -152,7 +152,7 @@ def servers(kind: str, args, logs: Path):
 
 def run_method(method: str, urls: dict[str, str], pids: dict[str, int], prompts: Path, folder: Path, args) -> dict:
     from tessy.cli.demo import PAIRS
-    from tessy.config import ModelConfig, SynthesizeConfig
+    from tessy.config import ModelConfig, SpeedConfig, SynthesizeConfig
     from tessy.records import read_records
     from tessy.runner import build_engine, synthesize
 
@@ -168,6 +168,8 @@ def run_method(method: str, urls: dict[str, str], pids: dict[str, int], prompts:
     config = SynthesizeConfig(input=str(prompts), output=str(folder / method), max_tokens=args.max_tokens,
                               max_answer_tokens=args.max_answer_tokens, concurrency=args.concurrency,
                               method="tessy" if paper_cut else method,
+                              # the paper's scripts do not read a prompt ahead
+                              speed=SpeedConfig(read_ahead=not method.startswith("lockstep")),
                               progress=False, **roles)
     engine = build_engine(config)
     lockstep = None

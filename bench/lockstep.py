@@ -14,10 +14,11 @@ nothing else (same prompts, backends, predictors, cut rules and budgets):
   classifier predictor batches calls that arrive together: one predictor pass per step);
 - samples join at the next step after they start and leave when they end (a sliding batch of
   `concurrency` samples, as the runner keeps it full);
-- no model reads a prompt ahead while the other writes the first turn (`Engine.warm`).
+- no model reads a prompt ahead while the other writes the first turn: build the engine with
+  `speed.read_ahead: false` (`SpeedConfig`), as `bench_servers.py` does.
 
-Use it with the paper's generate-then-cut (`stream: off`, `adaptive_k: false`), so each step asks
-for all k tokens. This is benchmark code: the product never waits at a barrier.
+Use it with the paper's generate-then-cut (`speed.stop_at_cut: false`, or `stream: off` with
+`adaptive_k: false`), so each step asks for all k tokens. This is benchmark code: the product never waits at a barrier.
 """
 
 from __future__ import annotations
@@ -91,7 +92,6 @@ class LockStep:
                     self.answers.leave()
 
         engine.new_state, engine.release, engine.generate = joined, left, stepped_generate
-        engine.warm_prompts = False  # the paper's scripts do not read a prompt ahead
 
     @property
     def steps(self) -> int:

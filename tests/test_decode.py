@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tessy.engine.decode import IncrementalDecoder, Pieces, fit
-from tessy.engine.text import word_boundary_at_or_before
+from tessy.engine.cuts import word_boundary_at_or_before
 from tests.byte_tokenizer import build_byte_tokenizer
 
 TEXT = "𝔼[X] ≤ ∑ café 北京 🙂 naïve — ok.\n北京欢迎你🙂🙂 x²+y²"

@@ -14,7 +14,7 @@ import dataclasses
 import pytest
 
 from tessy.backends.fake import ScriptedBackend
-from tessy.engine import Engine, Limits, Party
+from tessy.engine import Engine, Limits, Party, Speedups
 from tessy.predictors.base import BoundaryPredictor, SpanQuery, count_final
 from tessy.predictors.lexicon import LexiconPredictor
 from tests.test_engine import KeywordPredictor, PlainTestFormat, ThinkTestFormat
@@ -121,9 +121,9 @@ def test_a_long_turn_asks_a_costly_predictor_at_most_twice_per_later_step(smol_t
     teacher = Party("teacher", ScriptedBackend(gemma_tokenizer, "We add two and three to get five. " * 20, "teacher"),
                     fmt, Counted(), k=k)
     engine = Engine(student, teacher, Limits(max_tokens=80))
-    engine.span_lengths["teacher"].extend([usual_turn] * 4 if usual_turn else [])  # earlier turns, if any
+    engine.learned.span_lengths["teacher"].extend([usual_turn] * 4 if usual_turn else [])  # earlier turns, if any
     result = run_all(engine, PROMPTS[:1])[0]
-    steps = engine.requests["teacher"][1]  # one request per step
+    steps = engine.learned.requests["teacher"][1]  # one request per step
     assert steps >= 5 and [span.role for span in result.spans] == ["teacher"], result.finish_reason
     # the first step at its 1st, 2nd and 4th token (or where turns end) and at its end; each later
     # one halfway (no turn has ended yet) or, when turns usually go on past it, only at its end
@@ -259,9 +259,7 @@ def turn_engine(student_tok, teacher_tok, turn_requests: bool, stream_chunk: int
     parties = [Party(role, ScriptedBackend(tok, script, role, stream_chunk=stream_chunk), fmt, TokenLocal(), k=k)
                for role, tok, script in (("student", student_tok, STUDENT_SCRIPT),
                                          ("teacher", teacher_tok, TEACHER_SCRIPT))]
-    engine = Engine(*parties, Limits(**limits))
-    engine.turn_requests = turn_requests
-    return engine
+    return Engine(*parties, Limits(**limits), speedups=Speedups(turn_requests=turn_requests))
 
 
 @pytest.mark.parametrize("stream_chunk", [1, 5])  # 5: chunks that straddle the steps' ends

@@ -119,9 +119,9 @@ def test_a_sample_resumed_from_any_closed_turn_ends_as_an_uninterrupted_one(tmp_
     whole = tmp_path / "whole"
     whole.mkdir()
     engine = make_engine(smol_tokenizer, gemma_tokenizer, fmt, stop_at=stop_at)
-    engine.journal = Journal(whole, "fp")
+    engine.observer = Journal(whole, "fp")
     reference = asyncio.run(engine.run("s", messages))
-    engine.journal.close()
+    engine.observer.close()
     lines = (whole / JOURNAL_FILE).read_bytes().splitlines(keepends=True)
     assert len(lines) >= 6 and len(reference.spans) >= 4
     assert any("step" in json.loads(line) for line in lines)  # a span longer than a step: written ahead too
@@ -133,9 +133,9 @@ def test_a_sample_resumed_from_any_closed_turn_ends_as_an_uninterrupted_one(tmp_
         folder.mkdir()
         (folder / JOURNAL_FILE).write_bytes(b"".join(lines[:turns]))  # the process died here
         engine = make_engine(smol_tokenizer, gemma_tokenizer, fmt, stop_at=stop_at)
-        engine.journal = Journal(folder, "fp")
+        engine.observer = Journal(folder, "fp")
         result = asyncio.run(engine.run("s", messages))
-        engine.journal.close()
+        engine.observer.close()
         before = json.loads(lines[turns - 1])
         # resumed inside a turn whose request was going on: that request counts, and where the
         # turn goes on a new one is made
@@ -157,17 +157,17 @@ def test_a_sample_resumed_from_any_closed_turn_ends_as_an_uninterrupted_one(tmp_
 def test_a_chain_for_another_prompt_or_that_does_not_rebuild_is_ignored(tmp_path, smol_tokenizer, gemma_tokenizer):
     messages = [{"role": "user", "content": "What is 3+4?"}]
     engine = make_engine(smol_tokenizer, gemma_tokenizer)
-    engine.journal = Journal(tmp_path, "fp")
+    engine.observer = Journal(tmp_path, "fp")
     reference = asyncio.run(engine.run("s", messages))
-    engine.journal.close()
+    engine.observer.close()
     lines = (tmp_path / JOURNAL_FILE).read_bytes().splitlines(keepends=True)
 
     def rerun(journal_bytes: bytes, prompt="What is 3+4?"):
         (tmp_path / JOURNAL_FILE).write_bytes(journal_bytes)
         engine = make_engine(smol_tokenizer, gemma_tokenizer)
-        engine.journal = Journal(tmp_path, "fp")
+        engine.observer = Journal(tmp_path, "fp")
         result = asyncio.run(engine.run("s", [{"role": "user", "content": prompt}]))
-        engine.journal.close()
+        engine.observer.close()
         return result
 
     # Another prompt under the same id: the chain is ignored (and reset), the sample starts afresh.
@@ -211,7 +211,7 @@ def test_journal_opens_compacted_tolerating_torn_lines_and_other_configs(tmp_pat
 def test_dead_lines_are_compacted_while_the_run_goes_on(tmp_path, smol_tokenizer, gemma_tokenizer):
     journal = Journal(tmp_path, "fp", sync_s=0, compact_bytes=2000)
     engine = make_engine(smol_tokenizer, gemma_tokenizer)
-    engine.journal = journal
+    engine.observer = journal
     for index in range(6):
         asyncio.run(engine.run(f"s{index}", [{"role": "user", "content": f"What is {index}+4?"}]))
         journal.done(f"s{index}")
@@ -306,7 +306,7 @@ def test_a_journal_of_another_config_is_ignored(tmp_path, smol_tokenizer, gemma_
     donor.mkdir()
     journal = Journal(donor, "another-fingerprint")
     engine = make_engine(smol_tokenizer, gemma_tokenizer, seed=11)
-    engine.journal = journal
+    engine.observer = journal
     asyncio.run(engine.run("q2", [{"role": "user", "content": "What is 2 plus 5?"}]))
     journal.close()
     shutil.copy(donor / JOURNAL_FILE, out / JOURNAL_FILE)

@@ -4,7 +4,7 @@ against the fake llama.cpp- and vLLM-shaped servers (tests/fake_openai_server.py
 the summary's line. A slot that keeps each sample's last answer costs a later request only its new
 tokens; one that does not (llama.cpp with a sliding-window model, simulated by `cache_lag`) is
 named in the summary; the teacher reads the prompt while the student writes the first turn
-(`Engine.warm`), and the records do not change."""
+(`Pair.warm`), and the records do not change."""
 
 from __future__ import annotations
 
@@ -78,8 +78,8 @@ def test_the_teacher_reads_the_prompt_while_the_student_writes_and_records_do_no
         with FakeOpenAIServer("student", script=script, stop_id=2, stop_at=90, **options) as s, \
                 FakeOpenAIServer("teacher", script=script[3:], **options) as t:
             config = http_config(tmp_path, s.url, t.url, output=str(tmp_path / f"warm-{warm}"))
+            config.speed.read_ahead = warm
             engine = build_engine(config)
-            engine.warm_prompts = warm
             report = synthesize(config, engine=engine)
             assert report.written == 3 and report.failed == 0
             teacher, student = completions(t)[2:], completions(s)[2:]  # after the start's probes

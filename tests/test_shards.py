@@ -54,7 +54,7 @@ def read(path: Path) -> list[dict]:
 
 def comparable(folder: Path) -> dict[str, dict]:
     """Records by id, without the timings and the request count (`totals.steps`): with adaptive k
-    (tessy.engine.pair) the size of each request follows the spans a role wrote recently in that
+    (tessy.engine.learned) the size of each request follows the spans a role wrote recently in that
     process, so a shard that ran other samples before makes more or fewer requests for the same
     spans. Everything written (texts, spans, token counts, finish reasons) must match."""
     records = {r["id"]: {k: v for k, v in r.items() if k != "timings"} for r in read(folder / "records.jsonl")}

@@ -3,7 +3,8 @@
 Owns tessy's own settings: every field with its default, help text and bounds (declared with
 `tessy.settings.option`), the accepted names of formats, backends, prompt modes and methods, the
 rules across fields that do not depend on a model (`cross_checks`: an openai backend needs a
-url), and which fields shape the data (`SynthesizeConfig.data_fields`, fingerprinted).
+url), and which fields shape the data (`SynthesizeConfig.data_fields`, fingerprinted; the loop's
+speed-ups, `SpeedConfig`, do not).
 
 The machinery (flags, YAML, `validate`, `ConfigError`) is `tessy.settings`: every field becomes a
 flag (`--max-tokens`, nested as `--teacher.model`), a YAML file gives defaults, flags override
@@ -102,6 +103,24 @@ class ModelConfig:
 
 
 @dataclass
+class SpeedConfig:
+    """The speed-ups of the cooperative loop (`tessy.engine.speed`): none changes where a span is
+    cut, so records stay the same; only tokens generated past the cuts and requests made shrink."""
+
+    stop_at_cut: bool = option(True, "Stream each step and stop its request once the cut is certain (the predictor's "
+                                     "verdicts up to it can no longer change); off: every step generates all its k "
+                                     "tokens, then is cut (the paper's generate-then-cut).")
+    turn_requests: bool = option(True, "Over a streaming backend, one request serves all the steps of a turn (they are "
+                                       "still cut k tokens at a time); off: a request per step.")
+    predictor_schedule: bool = option(True, "Ask a costly predictor (a classifier) only at a few token counts per step "
+                                            "(1, 2, where turns typically end, then doubling); off: at every token, "
+                                            "like the lexicon.")
+    read_ahead: bool = option(True, "Have the teacher's server read each prompt while the student writes the first "
+                                    "turn (servers that keep a sample's prefix); off: it reads the prompt with its "
+                                    "first request.")
+
+
+@dataclass
 class SynthesizeConfig:
     """`tessy synthesize`: prompts in, cooperative records out."""
 
@@ -143,6 +162,10 @@ class SynthesizeConfig:
     ray_num_gpus: float = option(0.0, "executor ray: GPUs Ray gives each task (for the in-process hf backend).", min=0)
     ray_address: str = option("", "executor ray: the Ray cluster to join (empty = $RAY_ADDRESS if set, else a new "
                                   "local one).")
+    speed: SpeedConfig = field(
+        default_factory=SpeedConfig,
+        metadata={"help": "method tessy: the loop's speed-ups (README: How it works); they change no record."},
+    )
     teacher: ModelConfig = field(
         default_factory=lambda: ModelConfig(model=TEACHER_DEMO),
         metadata={"help": "The teacher: writes the capability (reasoning) spans."},
@@ -156,7 +179,7 @@ class SynthesizeConfig:
         """The fields that shape the data (fingerprinted); paths and speed knobs are left out."""
         shaping = dataclasses.asdict(self)
         for key in ("input", "output", "limit", "concurrency", "overwrite", "progress", "max_attempts",
-                    "split", "max_prompt_chars", "journal_sync_s", *DISTRIBUTION_FIELDS):
+                    "split", "max_prompt_chars", "journal_sync_s", "speed", *DISTRIBUTION_FIELDS):
             shaping.pop(key)
         if self.method != "teacher-score":
             shaping.pop("candidates")  # only teacher-score reads it; other runs keep their fingerprint

@@ -1,6 +1,7 @@
 """Mid-trace resume: a write-ahead journal of the cooperative loop, `OUTPUT/journal.jsonl`.
 
-After each closed turn of Algorithm 1 (`tessy.engine.cooperative.alternate`) the engine calls
+The journal is the cooperative loop's observer (`tessy.engine.observer.LoopObserver`): after each
+closed turn of Algorithm 1 (`tessy.engine.cooperative.cooperate`) the loop calls
 `Journal.turn_closed`, which appends one JSON line for that sample:
 
     {"id", "prompt": sha256 of the prompt, "fp": config fingerprint, "n": turns closed so far,
@@ -52,11 +53,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from tessy import durable
+from tessy.engine.observer import LoopObserver
 from tessy.engine.state import Span
 
 if TYPE_CHECKING:
-    from tessy.engine import Engine
-    from tessy.engine.state import SampleState
+    from tessy.engine.pair import Pair
+    from tessy.engine.state import OpenSpan, SampleState
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,7 @@ def _span_key(span: Span | None) -> tuple | None:
     return (len(span.text), *(getattr(span, name) for name in SPAN_FIELDS), span.forced)
 
 
-class Journal:
+class Journal(LoopObserver):
     """A run folder's journal (see the module docstring); one per process, used from the event loop."""
 
     def __init__(self, folder: str | os.PathLike, fingerprint: str, done: Iterable[str] = (), sync_s: float = 5.0,
@@ -163,8 +165,8 @@ class Journal:
 
     # -- the engine's side
 
-    def resume(self, engine: "Engine", state: "SampleState", messages: list[dict[str, str]]) -> str | None:
-        """Rebuild `state` (fresh from `engine.new_state`) from the sample's journal, if it has a
+    def resume(self, pair: "Pair", state: "SampleState", messages: list[dict[str, str]]) -> str | None:
+        """Rebuild `state` (fresh from `Pair.new_state`) from the sample's journal, if it has a
         usable one; return how its alternation ended, or None to go on alternating."""
         from tessy.records import prompt_sha256
 
@@ -235,8 +237,8 @@ class Journal:
                 **self._counters(state, cursor)}
         self._append(state.sample_id, line)
 
-    def step_kept(self, state: "SampleState", span) -> None:
-        """Append the open span's new ids after a step without a cut (`cooperative.OpenSpan`). Its
+    def step_kept(self, state: "SampleState", span: "OpenSpan") -> None:
+        """Append the open span's new ids after a step without a cut. Its
         request may still be going on: it counts as made, with the tokens it handed out so far
         (a restart makes a new one where the turn goes on, so a resumed sample's `steps` may be
         one more than an uninterrupted run's)."""
@@ -251,7 +253,7 @@ class Journal:
                 "span_generated": span.generated + (handed_out or 0), **self._counters(state, cursor, handed_out)}
         self._append(state.sample_id, line)
 
-    def end(self, sample_id: str) -> None:
+    def sample_left(self, sample_id: str) -> None:
         """The sample left the alternation (or failed): no more lines for it in this process."""
         self._cursors.pop(sample_id, None)
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tessy.config import ModelConfig, SynthesizeConfig
-from tessy.engine import Engine, Limits, Party, SampleResult
+from tessy.engine import Engine, Limits, LoopObserver, Party, SampleResult, Speedups
 from tessy.backends.base import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,8 @@ def build_engine(config: SynthesizeConfig, parties: dict[str, Party] | None = No
         max_answer_tokens=config.max_answer_tokens,
         max_spans=config.max_spans,
     )
-    return Engine(parties["student"], parties["teacher"], limits, seed=config.seed)
+    speedups = Speedups(**dataclasses.asdict(config.speed))
+    return Engine(parties["student"], parties["teacher"], limits, seed=config.seed, speedups=speedups)
 
 
 async def run_method(engine: Engine, method: str, sample_id: str, messages: list[dict[str, str]],
@@ -242,7 +243,7 @@ async def synthesize_async(config: SynthesizeConfig, engine: Engine | None = Non
     try:
         if config.method == "tessy":  # only the cooperative loop is journaled
             journal = Journal(config.output, fingerprint, output.done_ids, config.journal_sync_s, config.overwrite)
-            engine.journal = journal
+            engine.observer = journal
         if config.limit:
             total = min(total, config.limit)
         progress = _Progress(config.progress, None if shard else total, engine)  # a shard's size is unknown
@@ -348,7 +349,7 @@ async def synthesize_async(config: SynthesizeConfig, engine: Engine | None = Non
             progress.close()
     finally:
         if journal is not None:
-            engine.journal = None
+            engine.observer = LoopObserver()  # no listener
             journal.close()
         output.close()
     report.wall_s = time.perf_counter() - started

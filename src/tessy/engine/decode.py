@@ -68,23 +68,16 @@ class Pieces:
     texts: list[str] = field(default_factory=list)
     boundary: list[bool] = field(default_factory=list)  # after ids[:i+1], text ends on a char boundary
 
-    def add(self, decoder: IncrementalDecoder, new_ids: Sequence[int]) -> "Pieces":
-        """Push `new_ids` through `decoder`; returns just the new pieces."""
-        added = Pieces()
+    def add(self, decoder: IncrementalDecoder, new_ids: Sequence[int]) -> None:
+        """Push `new_ids` through `decoder` and append them with the text each adds."""
         for token_id in new_ids:
             text, complete = decoder.push(token_id)
-            for part in (self, added):
-                part.ids.append(int(token_id))
-                part.texts.append(text)
-                part.boundary.append(complete)
-        return added
+            self.ids.append(int(token_id))
+            self.texts.append(text)
+            self.boundary.append(complete)
 
-    def extend(self, other: "Pieces") -> None:
-        self.ids += other.ids
-        self.texts += other.texts
-        self.boundary += other.boundary
-
-    def keep(self, count: int) -> None:
+    def truncate(self, count: int) -> None:
+        """Drop every piece after the first `count`."""
         del self.ids[count:], self.texts[count:], self.boundary[count:]
 
     def __len__(self) -> int:
@@ -186,7 +179,7 @@ async def write_until(generate: GenerateFn, backend: Any, context: list[int], *,
         text = pieces.text
         end = find_end(text) if find_end is not None else None
         if end is not None:
-            pieces.keep(pieces.tokens_ending_by(end))
+            pieces.truncate(pieces.tokens_ending_by(end))
             written.finish = "end"
             break
         if stopped:
@@ -200,7 +193,7 @@ async def write_until(generate: GenerateFn, backend: Any, context: list[int], *,
     # Never end inside a character, never past the budget.
     kept = fit(pieces, len(pieces), meter, budget)
     if kept < len(pieces):
-        pieces.keep(kept)
+        pieces.truncate(kept)
         if written.finish in ("stop", "end"):
             written.finish = "length"
     return written

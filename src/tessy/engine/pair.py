@@ -1,11 +1,13 @@
-"""`Engine`: the model pair and what every data method does with it.
+"""`Pair`: the two models and what every data method does with them.
 
-Owns the pair (checked when built: both models have a thinking section, or neither), the
-prompts, one generate call (seeded per sample and role, timed, stop token stripped), counting
-text in the student's tokens, handing text from one model to the other, writing a whole section
-with one model (`write`, on `decode.write_until`), the final answer, and turning a sample's
-state into a `SampleResult`. The cooperative loop itself is `cooperative.py`; the baselines are
-in `tessy.methods`. Nothing here knows about files, HTTP or the CLI.
+Owns the pair's operations: the checked pair (both models have a thinking section, or
+neither), the prompts, one generate call (seeded per sample, role and turn, timed, stop token
+stripped), a predictor's verdicts, where a section ends, counting text in the student's tokens,
+handing text from one model to the other, committing a model's kept tokens as a span, writing a
+whole section with one model (`write`, on `decode.write_until`), the final answer, and turning a
+sample's state into a `SampleResult`. The cooperative loop is `cooperative.py` (its `Engine` is a
+`Pair` with the loop's speed layer and observer); the baselines are in `tessy.methods`. Nothing
+here knows about files, HTTP or the CLI, or keeps anything across samples.
 
 Promises:
 - each model's own token ids are kept as generated; text goes to the other model only as whole
@@ -18,9 +20,7 @@ Promises:
 from __future__ import annotations
 
 import asyncio
-import math
 import time
-from collections import deque
 from typing import Any, Awaitable, Callable
 
 from tessy.backends.base import SamplingParams
@@ -30,14 +30,12 @@ from tessy.engine.state import (OTHER, STUDENT, TEACHER, Limits, PairError, Part
 from tessy.predictors.base import SpanQuery
 from tessy.voices import with_voice
 
-#: The fewest tokens an adaptive-k request asks for.
-MIN_REQUEST = 4
 #: Tokens an end marker or stop string spans at most (a single-model write stops at it).
 END_MARKER_TOKENS = 32
 
 
-class Engine:
-    """The pair of models, the limits and the seed; runs any number of samples concurrently."""
+class Pair:
+    """The pair of models, the limits and the seed; serves any number of samples concurrently."""
 
     def __init__(self, student: Party, teacher: Party, limits: Limits | None = None, seed: int = 0,
                  trace: bool = False):
@@ -59,24 +57,6 @@ class Engine:
                 party.backend.share_prefix(shared_prompt_prefix(party))
         # Same vocabulary: spans pass as ids and cuts need no word back-off.
         self.shared_vocab = student.tokenizer.get_vocab() == teacher.tokenizer.get_vocab()
-        # Adaptive k (`request_size`): recent span lengths of the run, and what was asked for.
-        self.span_lengths = {role: deque(maxlen=64) for role in self.parties}
-        # [tokens asked, asks]: an ask is a request, or a step of a turn request (`Step.take`)
-        self.requests = {role: [0, 0] for role in self.parties}
-        # Mid-trace resume (`tessy.journal.Journal`, set by the runner): the cooperative loop
-        # rebuilds a sample from it and reports each closed turn to it. None: no journal.
-        self.journal: Any = None
-        # Whether a model reads the prompt while the other writes the first turn (`warm`).
-        self.warm_prompts = True
-        # Whether a streaming backend serves a turn's steps with one request (`TurnRequest`).
-        self.turn_requests = True
-
-    async def run(self, sample_id: str, messages: list[dict[str, str]]) -> SampleResult:
-        """Algorithm 1 for one sample (`cooperative.run_cooperative`)."""
-        from tessy.engine.cooperative import run_cooperative
-
-        return await run_cooperative(self, sample_id, messages)
-
     # -- prompts and state -----------------------------------------------------------------
 
     def prompt_ids(self, messages: list[dict[str, str]], roles: tuple[str, ...] = (STUDENT, TEACHER),
@@ -111,7 +91,7 @@ class Engine:
         (`Backend.warms_prompts`: a server's slot or prefix cache), so while the other model writes
         the first turn it is read already; `role`'s first request waits for it (`generate`)."""
         backend = self.parties[role].backend
-        if self.warm_prompts and backend.warms_prompts and role not in state.warming:
+        if backend.warms_prompts and role not in state.warming:
             state.warming[role] = asyncio.ensure_future(backend.warm(seq_id(state, role), list(state.ids[role])))
 
     # -- one request -------------------------------------------------------------------------
@@ -155,7 +135,7 @@ class Engine:
         Chunks are handed over as the backend yields them and the next is read only after
         `on_tokens` returns, so over HTTP where a request stops (and so `generated`) does not
         depend on timing. (Reading ahead while a predictor works would save a costly predictor
-        some calls, but make those counts differ from run to run; `Step.arrived` asks a costly
+        some calls, but make those counts differ from run to run; the speed layer asks a costly
         predictor only a few times per step instead.)"""
         stop_ids = party.stop_ids()
         stream = party.backend.stream(sequence, context, n, sampling, stop_ids)
@@ -171,33 +151,6 @@ class Engine:
             await stream.aclose()
         return ids, stream.finish_reason or "length", max(stream.generated, len(ids))
 
-    def request_size(self, role: str, wanted: int) -> int:
-        """How many of `wanted` tokens one cooperative request asks for: all of them, unless the
-        backend cannot stop a request part-way and the role has adaptive k; then about twice its
-        recent span length (at least MIN_REQUEST), so short spans do not pay for k tokens each."""
-        party = self.parties[role]
-        lengths = self.span_lengths[role]
-        size = wanted
-        if party.adaptive_k and not party.backend.streams_tokens and lengths:
-            size = min(wanted, max(MIN_REQUEST, 2 * math.ceil(sum(lengths) / len(lengths)) + 2))
-        self.requests[role][0] += size
-        self.requests[role][1] += 1
-        return size
-
-    def typical_turn(self, role: str, window: int) -> int:
-        """Where a step of `role` is first worth labelling with a costly predictor: the mean
-        length of its recent turns, between 1 and `window` (1 before any turn has ended)."""
-        lengths = self.span_lengths[role]
-        return min(window, max(1, sum(lengths) // len(lengths))) if lengths else 1
-
-    def note_turn(self, role: str, kept: int) -> None:
-        """A cooperative turn of `role` ended with `kept` tokens (adaptive k learns from it)."""
-        self.span_lengths[role].append(kept)
-
-    def k_used(self) -> dict[str, float]:
-        """Mean tokens asked for per cooperative request or step, per role (the k in effect)."""
-        return {role: round(asked / count, 2) for role, (asked, count) in self.requests.items() if count}
-
     async def label(self, state: SampleState, role: str, context: str, pieces: list[str]) -> list[bool]:
         """The predictor's style verdict for each piece; no predictor: the model never hands over."""
         party = self.parties[role]
@@ -209,6 +162,15 @@ class Engine:
         if len(labels) != len(pieces):
             raise RuntimeError(f"predictor {party.predictor_name} returned {len(labels)} labels for {len(pieces)} tokens")
         return list(labels)
+
+    def find_end(self, role: str, text: str) -> int | None:
+        """Where the thinking section (or, without one, the response at a stop string) ends in
+        `role`'s `text`."""
+        chat_format = self.parties[role].format
+        if self.has_thinking:
+            return chat_format.find_thinking_end(text)
+        found = [position for position in (text.find(stop) for stop in chat_format.stop_strings) if position >= 0]
+        return min(found) if found else None
 
     # -- counting and handing over -----------------------------------------------------------
 
@@ -229,10 +191,11 @@ class Engine:
         else:
             state.ids[to] += self.parties[to].tokenizer.encode(pieces.text_before(n), add_special_tokens=False)
 
-    def keep(self, state: SampleState, role: str, section: str, pieces: Pieces, n: int, generated: int,
-             forced: bool = False) -> Span | None:
-        """Record `role`'s first `n` pieces as a span (none when n is 0), extend its sequence with
-        their ids and roll its backend back to them."""
+    def commit(self, state: SampleState, role: str, section: str, pieces: Pieces, n: int, generated: int,
+               forced: bool = False) -> Span | None:
+        """Commit `role`'s first `n` pieces: extend its sequence with their ids, roll its backend
+        back to them (what it generated past them is gone) and record them as a span (none when
+        n is 0)."""
         state.ids[role] += pieces.ids[:n]
         self.parties[role].backend.rollback(seq_id(state, role), len(state.ids[role]))
         if n == 0:
@@ -281,7 +244,7 @@ class Engine:
         state.ids[role] += party.tokenizer.encode(opener, add_special_tokens=False)
         written = await self.write(state, role, self.limits.max_answer_tokens, temperature=temperature,
                                    own_tokens=own_tokens)
-        self.keep(state, role, "answer", written.pieces, len(written.pieces), written.generated)
+        self.commit(state, role, "answer", written.pieces, len(written.pieces), written.generated)
         return written
 
     # -- the result --------------------------------------------------------------------------
@@ -317,7 +280,7 @@ def stop_string_end(chat_format: Any) -> Callable[[str], int | None] | None:
     return find
 
 
-__all__ = ["Engine", "Party", "Limits", "PromptTooLong", "PairError", "SampleResult", "TEACHER", "STUDENT",
+__all__ = ["Pair", "Party", "Limits", "PromptTooLong", "PairError", "SampleResult", "TEACHER", "STUDENT",
            "stop_string_end", "seq_id"]
 
 

@@ -3,7 +3,8 @@
 - `Party`: one model of the pair (backend, chat format, boundary predictor, k, sampling).
 - `Limits`: the budgets, with the one budget rule every method follows (see `Limits`).
 - `SampleState`: what one sample carries between steps: whose turn, each model's token ids,
-  the spans so far, counters. `SampleResult`: what a finished sample hands to the record.
+  the spans so far, counters. `OpenSpan`: the span the current model is building.
+  `SampleResult`: what a finished sample hands to the record.
 - `FINISH_REASONS`: the only ways a sample ends.
 """
 
@@ -11,11 +12,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tessy.backends.base import Backend, SamplingParams
+from tessy.engine.decode import IncrementalDecoder, Pieces
 from tessy.formats.base import ChatFormat
 from tessy.predictors.base import BoundaryPredictor
+
+if TYPE_CHECKING:
+    from tessy.engine.turn_request import TurnRequest
 
 STUDENT, TEACHER = "student", "teacher"
 ROLES = (STUDENT, TEACHER)
@@ -123,7 +128,7 @@ class SampleState:
     trace: list[dict[str, Any]] | None = None  # per-step verdicts, when the engine traces
     #: Rebuilt from a journal (`tessy.journal`): {"turns", "tokens", "wall_s"} done before; else None.
     resumed: dict[str, Any] | None = None
-    #: role -> its backend reading the prompt ahead (`Engine.warm`), awaited before its first request.
+    #: role -> its backend reading the prompt ahead (`Pair.warm`), awaited before its first request.
     warming: dict[str, Any] = field(default_factory=dict)
 
     def section_text(self, *sections: str) -> str:
@@ -145,6 +150,33 @@ class SampleState:
         last.generated += span.generated
         last.discarded += span.discarded
         last.forced = last.forced or span.forced
+
+
+@dataclass
+class OpenSpan:
+    """The span the current model is building: its tokens so far, decoded as they come."""
+
+    role: str
+    decoder: IncrementalDecoder
+    pieces: Pieces = field(default_factory=Pieces)
+    generated: int = 0  # tokens generated for it by requests that have ended
+    #: The streamed request serving the span's steps, if one is going on (`tessy.engine.speed`).
+    request: "TurnRequest | None" = None
+
+    def handed_out(self) -> int | None:
+        """Tokens the span's request has handed to steps, None where none is going on: not yet in
+        `generated` nor in the sample's counters (`Pair.generate` counts a request as it ends)."""
+        return self.request.handed_out if self.request is not None else None
+
+    async def end_request(self) -> bool:
+        """Stop the span's streamed request, if one is going on, and count what it generated;
+        returns whether the model itself ended it."""
+        if self.request is None:
+            return False
+        stopped, generated = await self.request.close()
+        self.request = None
+        self.generated += generated
+        return stopped
 
 
 @dataclass

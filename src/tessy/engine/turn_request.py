@@ -8,40 +8,44 @@ still take and hands them out step by step; the cooperative loop stops it at the
 
 Promises:
 - the request reads its next chunk only once the loop asks for more (`next`), so where it stops,
-  and so what it generated, does not depend on timing (as `Engine.generate` promises);
+  and so what it generated, does not depend on timing (as `Pair.generate` promises);
 - a step gets exactly the tokens a request of its own would have given it: what arrives past the
   step waits (`pending`) for the next step, so verdicts and cuts are those of step-sized requests
   wherever a model's draws depend only on the sequence and position (greedy, the in-process
   backend's seeded draws, a scripted backend); a server that seeds each request draws afresh;
 - `close` stops the request (if still going) and returns what it generated; the request never
   outlives the sample (`cancel`).
+
+Part of the speed layer (`tessy.engine.speed`); knows nothing of the pair but the one streamed
+request it is given to run.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import Awaitable, Callable
 
-if TYPE_CHECKING:
-    from tessy.engine.pair import Engine
-    from tessy.engine.state import SampleState
+#: `on_tokens(ids, done)` of a streamed request (`Pair.generate`): True stops it there.
+OnTokens = Callable[[list[int], bool], Awaitable[bool]]
+#: Starts the streamed request with the given `on_tokens`: (ids, whether it stopped, generated).
+StreamedRequest = Callable[[OnTokens], Awaitable[tuple[list[int], bool, int]]]
 
 
 class TurnRequest:
-    """`role` continuing `context` by at most `n` tokens, handed out as the loop asks for them."""
+    """A streamed request (`request`: one model continuing its context), handed out as the loop
+    asks for it."""
 
-    def __init__(self, engine: "Engine", state: "SampleState", role: str, context: list[int], n: int):
+    def __init__(self, request: StreamedRequest):
         self.pending: list[int] = []  # ids that arrived but belong to a later step
         self.received = 0  # ids that arrived so far
         self.over = False  # no more ids will come
         self._chunks: asyncio.Queue = asyncio.Queue()
         self._reply: asyncio.Future | None = None  # the request waits on it before reading on
-        self._task = asyncio.ensure_future(self._run(engine, state, role, context, n))
+        self._task = asyncio.ensure_future(self._run(request))
 
-    async def _run(self, engine: "Engine", state: "SampleState", role: str, context: list[int],
-                   n: int) -> tuple[list[int], bool, int]:
+    async def _run(self, request: StreamedRequest) -> tuple[list[int], bool, int]:
         try:
-            return await engine.generate(state, role, context, n, on_tokens=self._arrived)
+            return await request(self._arrived)
         finally:
             self._chunks.put_nowait(None)  # the request is over (or failed: `close` raises it)
 

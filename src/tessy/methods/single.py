@@ -32,13 +32,13 @@ async def write_alone(engine: Engine, sample_id: str, messages: list[dict[str, s
     try:
         if engine.has_thinking:
             thought = await engine.write(state, role, engine.limits.thinking_budget(), chat_format.find_thinking_end)
-            engine.keep(state, role, "thinking", thought.pieces, len(thought.pieces), thought.generated)
+            engine.commit(state, role, "thinking", thought.pieces, len(thought.pieces), thought.generated)
             finish = finish_of(thought.finish)
             if finish == "stop":  # the thinking ended: the same model answers
                 finish = finish_of((await engine.write_answer(state, role)).finish)
         else:
             written = await engine.write(state, role, engine.limits.max_tokens, stop_string_end(chat_format))
-            engine.keep(state, role, "response", written.pieces, len(written.pieces), written.generated)
+            engine.commit(state, role, "response", written.pieces, len(written.pieces), written.generated)
             finish = finish_of(written.finish)
     finally:
         engine.release(state)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 
 from tessy.engine import STUDENT, TEACHER, Engine, SampleResult, stop_string_end
-from tessy.engine.text import word_boundary_at_or_before
+from tessy.engine.cuts import word_boundary_at_or_before
 from tessy.methods.registry import register
 from tessy.methods.single import finish_of
 
@@ -59,10 +59,10 @@ async def think_then_answer(engine: Engine, sample_id: str, messages: list[dict[
             thought = await engine.write(state, thinker, max(1, engine.limits.max_tokens // 2),
                                          plain_thinking_end(think_format))
             if thought.finish == "length":  # the answerer must not continue from half a word
-                thought.pieces.keep(word_boundary_at_or_before(thought.pieces, len(thought.pieces), open_end=True))
+                thought.pieces.truncate(word_boundary_at_or_before(thought.pieces, len(thought.pieces), open_end=True))
             thinking_ended = thought.finish not in ("repetition", "context")
         kept = len(thought.pieces)
-        engine.keep(state, thinker, "thinking", thought.pieces, kept, thought.generated)
+        engine.commit(state, thinker, "thinking", thought.pieces, kept, thought.generated)
         engine.hand_over(state, thinker, thought.pieces, kept, to=answerer)
         finish = finish_of(thought.finish)
         if thinking_ended:
@@ -72,7 +72,7 @@ async def think_then_answer(engine: Engine, sample_id: str, messages: list[dict[
             else:
                 budget = engine.limits.max_tokens - state.section_tokens("thinking")
                 answer = await engine.write(state, answerer, budget, stop_string_end(engine.parties[answerer].format))
-                engine.keep(state, answerer, "answer", answer.pieces, len(answer.pieces), answer.generated)
+                engine.commit(state, answerer, "answer", answer.pieces, len(answer.pieces), answer.generated)
                 finish = finish_of(answer.finish)
     finally:
         engine.release(state)

@@ -58,7 +58,7 @@ async def judge(engine: Engine, sample_id: str, messages: list[dict[str, str]], 
         if chat_format.has_thinking:
             thought = await engine.write(state, role, engine.limits.thinking_budget(), chat_format.find_thinking_end,
                                          temperature=0.0, own_tokens=True)
-            engine.keep(state, role, "thinking", thought.pieces, len(thought.pieces), thought.generated)
+            engine.commit(state, role, "thinking", thought.pieces, len(thought.pieces), thought.generated)
             written = thought
             if thought.finish in ("stop", "end"):
                 written = await engine.write_answer(state, role, temperature=0.0, own_tokens=True)

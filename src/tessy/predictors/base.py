@@ -48,7 +48,7 @@ class BoundaryPredictor(ABC):
     lookahead_chars: int | None = None
     #: Whether a call costs next to nothing (rules, not a model). A streamed step labels its
     #: tokens at every arrival with a cheap predictor; a costly one is asked a few times per step
-    #: (`tessy.engine.cooperative.Step.arrived`), about log2(k) calls at most, not k.
+    #: (`tessy.engine.speed.Step.arrived`), about log2(k) calls at most, not k.
     cheap: bool = False
 
     @abstractmethod

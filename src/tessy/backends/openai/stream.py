@@ -17,19 +17,46 @@ Owns reading one streamed answer. Promises:
   there with "length" (the tokens are the model's; the engine asks again from them).
 - `stats`: requests, completions, prompt usage (from a usage event when the server sends one)
   and completion tokens, as `generate` counts them.
+
+What a stream needs of the backend that made it is `StreamHost` (the backend imports this
+module, never the reverse).
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from tessy.backends.base import SamplingParams, TokenStream
 from tessy.backends.openai import parse
 from tessy.backends.openai.retry import ServerError
 
-if TYPE_CHECKING:
-    from tessy.backends.openai.backend import OpenAIHTTPBackend
+
+class StreamHost(Protocol):
+    """What a stream uses of its backend (`OpenAIHTTPBackend`): the request body, the send loop's
+    opening, faults and retries, and the accounting of what was answered."""
+
+    role: str
+    tokenizer: Any
+    llama_cpp: bool
+    _id_readback: str
+
+    def request_body(self, context_ids: list[int], max_new_tokens: int, sampling: SamplingParams,
+                     stop_token_ids: frozenset[int], seq_id: str = "") -> dict[str, Any]: ...
+
+    async def _open_stream(self, seq_id: str, body: dict[str, Any]) -> tuple | str: ...
+
+    def _learn_context_limit(self, message: str, context_len: int, n: int) -> int: ...
+
+    def _stream_fault(self, fault: str) -> None: ...
+
+    async def _stream_retry(self, seq_id: str, replica: Any, attempt: int, fault: str,
+                            server_says: float | None = None) -> None: ...
+
+    def _answered(self, seq_id: str, answer: dict, context_ids: list[int], ids: list[int],
+                  generated: int | None = None) -> None: ...
+
+    def _redact(self, text: Any) -> str: ...
 
 #: Text transport: the last tokens of the text so far are held back (a later character may merge them).
 HOLD = 2
@@ -50,7 +77,7 @@ def event_data(line: bytes) -> dict | str | None:
 
 
 class HTTPTokenStream(TokenStream):
-    def __init__(self, backend: "OpenAIHTTPBackend", seq_id: str, context_ids: list[int], n: int,
+    def __init__(self, backend: StreamHost, seq_id: str, context_ids: list[int], n: int,
                  sampling: SamplingParams, stop: frozenset[int]):
         self.backend, self.seq_id, self.context = backend, seq_id, list(context_ids)
         self.n, self.sampling, self.stop = int(n), sampling, frozenset(stop)
