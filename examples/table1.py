@@ -237,15 +237,14 @@ def style_rate(texts: list[str]) -> float:
 
 
 def data_summary(out: Path, method: str) -> dict:
+    from tessy.cli.demo import summarize
+
     records = read_jsonl(out / "data" / method / "records.jsonl")
-    tokens = sum(r["totals"]["tokens_student"] for r in records)
-    teacher = sum(r["totals"]["teacher_tokens_student"] for r in records)
     export = json.loads((out / "sft-data" / method / "export.json").read_text())
     verdicts = read_jsonl(out / "data" / method / f"verdicts-{VERIFIER}.jsonl")
-    return {"records": len(records), "teacher_share": teacher / tokens if tokens else 0.0,
-            "both_wrote": sum(len({s["role"] for s in r["spans"] if s["text"].strip()}) == 2 for r in records),
-            "finish_reasons": {reason: sum(r["finish_reason"] == reason for r in records)
-                               for reason in sorted({r["finish_reason"] for r in records})},
+    shown = summarize(records)  # teacher share, samples in which both wrote in one section, endings
+    return {"records": len(records), "teacher_share": shown["teacher_share"], "both_wrote": shown["took_turns"],
+            "section": shown["section"], "finish_reasons": shown["finish_reasons"],
             "correct": sum(v["status"] == "pass" for v in verdicts),
             "rows_kept": export["kept"], "dropped": export["dropped"]}
 
@@ -291,9 +290,9 @@ def report(size: Size, out: Path, stages: Stages) -> dict:
 
 def markdown(result: dict) -> str:
     data = result["data"]
-    lines = ["| student (SFT data) | rows trained on | held-out accuracy (± s.e.) | vs teacher-only: gained / lost (p) "
-             "| NLL / token of base's own responses | style phrases / 100 words |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| student (SFT data) | rows trained on | held-out accuracy (± s.e.) "
+             "| vs teacher-only: gained / lost (p) | NLL / token of base's own responses "
+             "| style phrases / 100 words |", "|---|---|---|---|---|---|"]
     for row in result["students"]:
         trained = row["sft"]["train_rows"] if "sft" in row else "–"
         versus = row.get("vs_teacher_only")
@@ -302,7 +301,8 @@ def markdown(result: dict) -> str:
         lines.append(f"| {row['student'] if row['student'] != 'base' else 'none (base)'} | {trained} | "
                      f"{row['accuracy']:.1%} ± {row['accuracy_se']:.1%} ({row['passed']}/{row['problems']}) | "
                      f"{versus} | {nll} | {row['style_per_100_words']:.2f} |")
-    lines += ["", "| data | records | correct | finish reasons | teacher share | both models wrote |", "|---|---|---|---|---|---|"]
+    lines += ["", "| data | records | correct | finish reasons | teacher share | both models wrote in one section |",
+              "|---|---|---|---|---|---|"]
     for method, summary in data.items():
         reasons = ", ".join(f"{k} {v}" for k, v in summary["finish_reasons"].items())
         lines.append(f"| {method} | {summary['records']} | {summary['correct']} | {reasons} | "

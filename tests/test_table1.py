@@ -23,8 +23,8 @@ def lines(path: Path) -> list[dict]:
 
 
 def table1(out: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "examples" / "table1.py"), "--size", "tiny", "--output", str(out)],
-                          capture_output=True, text=True, timeout=1800, cwd=ROOT)
+    command = [sys.executable, str(ROOT / "examples" / "table1.py"), "--size", "tiny", "--output", str(out)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=1800, cwd=ROOT)
 
 
 def test_table1_tiny_runs_every_stage_then_skips_them(tmp_path):

@@ -59,8 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = exit_codes_epilog()
-    parser.add_argument("--output", default="demo-output", help="Folder for prompts, records and the view (default: demo-output).")
-    parser.add_argument("--problems", type=positive_int, default=8, help="How many HumanEval problems, 1 to 164 (default: 8).")
+    parser.add_argument("--output", default="demo-output",
+                        help="Folder for prompts, records and the view (default: demo-output).")
+    parser.add_argument("--problems", type=positive_int, default=8,
+                        help="How many HumanEval problems, 1 to 164 (default: 8).")
     parser.add_argument("--pair", choices=sorted(PAIRS), default=DEFAULT_PAIR,
                         help="Model pair: qwen-0.5b (the default: Qwen2.5-Coder-0.5B-Instruct as the student, "
                              "thinking out loud, and as the teacher, reasoning in terse steps), qwen (the same "
@@ -68,8 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(SmolLM2-135M student, Gemma-3-270m base teacher; fast, for tests: the teacher "
                              "hardly hands the turn back).")
     parser.add_argument("--max-tokens", type=positive_int, default=None,
-                        help="Most response tokens per sample, at least 1 (default: the pair's: 384 for the qwen pairs, "
-                             "at most 160 of them for the answer; 160 for small).")
+                        help="Most response tokens per sample, at least 1 (default: the pair's: 384 for the qwen "
+                             "pairs, at most 160 of them for the answer; 160 for small).")
     parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
 
 
