@@ -165,7 +165,7 @@ def verify_all(out: Path) -> None:
     from tessy.verify import verify_run
 
     for method in METHODS:
-        verify_run(out / "data" / method, VERIFIER)
+        verify_run(out / "data" / method, VERIFIER, problems=out / "prompts" / "train.jsonl")
 
 
 def export_all(out: Path) -> None:
