@@ -94,12 +94,13 @@ from tessy.predictor_training.config import AnnotateConfig, EvalConfig, SampleCo
 from tessy.settings import describe_bounds, validate  # noqa: E402
 
 
-def test_choices_match_the_registries():
-    from tessy.backends.openai.backend import PROMPT_MODES
-    from tessy.formats import _ALIASES, CHOICES
+def test_choices_are_read_from_the_registries():
+    from tessy.backends.openai import PROMPT_MODES
+    from tessy.formats import ALIASES, CHOICES
     from tessy.methods import METHODS
 
-    assert set(FORMAT_CHOICES) == set(CHOICES) and set(FORMAT_ALIASES) == set(_ALIASES)
+    assert set(FORMAT_CHOICES) == set(CHOICES) and set(FORMAT_ALIASES) == set(ALIASES)
+    assert FORMAT_CHOICES == ("auto", "qwen3", "deepseek-r1", "harmony", "plain")  # the order --help shows
     assert METHOD_CHOICES == METHODS
     assert PROMPT_MODE_CHOICES == PROMPT_MODES
     assert BACKEND_CHOICES == ("hf", "openai")
@@ -186,3 +187,15 @@ def test_every_bounded_flag_shows_its_bounds_in_help():
     assert helps["concurrency"].endswith("(default: 8; at least 1)")
     assert helps["teacher.top_p"].endswith("(default: 0.95; greater than 0 and at most 1)")
     assert "one of: hf, openai" in helps["student.backend"]
+
+
+def test_help_imports_no_heavy_library():
+    """The choice lists come from the registries; reading them must not load torch,
+    transformers or httpx, so `tessy --help` stays fast."""
+    import subprocess
+    import sys
+
+    heavy = "('torch', 'transformers', 'httpx')"
+    code = f"import sys, tessy.cli.main; print(sorted(m for m in {heavy} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

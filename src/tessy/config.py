@@ -1,11 +1,12 @@
 """Typed configuration of `tessy synthesize`: the `ModelConfig` and `SynthesizeConfig` dataclasses.
 
 Owns tessy's own settings: every field with its default, help text and bounds (declared with
-`tessy.settings.option`), the accepted names of formats, backends, prompt modes and methods, the
-rules across fields that do not depend on a model (`cross_checks`: an openai backend needs a
-url), and which fields shape the data: each field says so (`shapes_data=False` for paths, transport,
-distribution and the loop's speed-ups, `SpeedConfig`), and `SynthesizeConfig.data_fields`, the
-part a run's fingerprint covers, is derived from that.
+`tessy.settings.option`), the accepted names of formats, backends, prompt modes and methods
+(read from their registries), the rules across fields that do not depend on a model
+(`cross_checks`: an openai backend needs a url), and which fields shape the data: each field
+says so (`shapes_data=False` for paths, transport, distribution and the loop's speed-ups,
+`SpeedConfig`), and `SynthesizeConfig.data_fields`, the part a run's fingerprint covers, is
+derived from that.
 
 The machinery (flags, YAML, `validate`, `ConfigError`) is `tessy.settings`: every field becomes a
 flag (`--max-tokens`, nested as `--teacher.model`), a YAML file gives defaults, flags override
@@ -19,17 +20,19 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from tessy.backends.openai import PROMPT_MODES
+from tessy.formats import ALIASES, FORMATS
+from tessy.methods import METHODS
 from tessy.models import STUDENT_DEMO, TEACHER_DEMO
 from tessy.settings import WHEN_SET, JsonMapping, data_fields, option
 
-#: Accepted names (kept in step with tessy.formats.CHOICES, tessy.methods.METHODS and
-#: tessy.backends.openai.backend.PROMPT_MODES by tests; listed here so that --help stays cheap).
-FORMAT_CHOICES = ("auto", "qwen3", "deepseek-r1", "harmony", "plain")
-FORMAT_ALIASES = ("deepseek_r1", "r1", "gpt-oss")
+#: Accepted names, read from the registries (none of them imports torch, transformers or httpx,
+#: so --help stays cheap).
+FORMAT_CHOICES = ("auto", *FORMATS)
+FORMAT_ALIASES = tuple(ALIASES)
 BACKEND_CHOICES = ("hf", "openai")
-PROMPT_MODE_CHOICES = ("auto", "token_ids", "text")
-METHOD_CHOICES = ("tessy", "teacher-only", "student-only", "teacher-think", "teacher-answer",
-                  "teacher-mix", "teacher-score", "teacher-reference")
+PROMPT_MODE_CHOICES = PROMPT_MODES
+METHOD_CHOICES = METHODS
 EXECUTOR_CHOICES = ("local", "ray")
 
 

@@ -12,9 +12,10 @@ Importing this package imports neither httpx nor transformers (they load when us
 """
 
 from tessy.backends.base import ServersUnavailable
-from tessy.backends.openai.backend import HTTPStats, OpenAIHTTPBackend, TokenizerNotFound, load_http_tokenizer
+from tessy.backends.openai.backend import (PROMPT_MODES, HTTPStats, OpenAIHTTPBackend, TokenizerNotFound,
+                                          load_http_tokenizer)
 from tessy.backends.openai.probe import ServerNotReady
 from tessy.backends.openai.retry import ServerError
 
-__all__ = ["HTTPStats", "OpenAIHTTPBackend", "ServerError", "ServerNotReady", "ServersUnavailable",
+__all__ = ["PROMPT_MODES", "HTTPStats", "OpenAIHTTPBackend", "ServerError", "ServerNotReady", "ServersUnavailable",
            "TokenizerNotFound", "load_http_tokenizer"]
