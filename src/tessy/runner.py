@@ -115,18 +115,8 @@ def server_counters(engine: Engine) -> dict[str, dict[str, int]]:
     """Per role served over HTTP: retries, faults and replicas down so far (live counters), and
     the prompt tokens its servers counted, computed, and the answers that said what was cached;
     of those, a sample's later requests and what they computed beyond the new tokens."""
-    counters = {}
-    for role, party in engine.parties.items():
-        stats = getattr(party.backend, "stats", None)
-        if hasattr(stats, "faults_total"):  # only the HTTP backend counts faults; in-process stats differ
-            counters[role] = {"retries": stats.retries, "faults": stats.faults_total, "down": stats.replicas_down,
-                              "prompt_tokens": getattr(stats, "prompt_tokens", 0),
-                              "prompt_processed": getattr(stats, "prompt_processed", 0),
-                              "prompt_reported": getattr(stats, "prompt_reported", 0),
-                              "follow_ups": getattr(stats, "follow_ups", 0),
-                              "follow_up_excess": getattr(stats, "follow_up_excess", 0),
-                              "completions": getattr(stats, "completions", 0)}
-    return counters
+    return {role: counters for role, party in engine.parties.items()
+            if (counters := party.backend.server_counters())}
 
 
 class _Progress:
@@ -167,7 +157,7 @@ class _Progress:
 def served_models(engine: Engine) -> dict[str, str]:
     """The model id each server reports, per role (empty for in-process models)."""
     return {role: served for role, party in engine.parties.items()
-            if (served := getattr(party.backend, "served_model", ""))}
+            if (served := party.backend.served_model)}
 
 
 def check_served_models(output_folder: str, served: dict[str, str], overwrite: bool) -> None:

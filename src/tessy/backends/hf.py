@@ -84,7 +84,10 @@ class _Request:
 class HFBackend(Backend):
     """A transformers causal LM run in process (see the module docstring)."""
 
+    # Capabilities (`base.Backend`): decodes token by token in process; no server, nothing to warm.
     streams_tokens = True
+    warms_prompts = False
+    transport = "in_process"
 
     def __init__(
         self,

@@ -88,6 +88,13 @@ class HTTPStats:
     def faults_total(self) -> int:
         return sum(self.faults.values())
 
+    def counters(self) -> dict[str, int]:
+        """What the progress line and the run report show (`Backend.server_counters`)."""
+        return {"retries": self.retries, "faults": self.faults_total, "down": self.replicas_down,
+                "prompt_tokens": self.prompt_tokens, "prompt_processed": self.prompt_processed,
+                "prompt_reported": self.prompt_reported, "follow_ups": self.follow_ups,
+                "follow_up_excess": self.follow_up_excess, "completions": self.completions}
+
 
 def load_http_tokenizer(spec: str, role: str = "model") -> Any:
     """The tokenizer for `spec` (demo alias, folder or cached hub name), or a clear error."""
@@ -333,6 +340,9 @@ class OpenAIHTTPBackend(Backend):
             return
         if isinstance(outcome, dict):
             self._answered(seq_id, outcome, context_ids, [], generated=1)
+
+    def server_counters(self) -> dict[str, int]:
+        return self.stats.counters()
 
     def rollback(self, seq_id: str, length: int) -> None:
         """Nothing to do: the server's prefix cache keys on the ids sent with each request."""
