@@ -201,7 +201,7 @@ def test_retries_on_faults_honour_retry_after_and_then_succeed(server, smol_toke
     async def record(delay):
         delays.append(delay)
 
-    backend._sleep = record
+    backend.exchange.sleep = record
     server.retry_after = "1.5"
     server.inject("429", "500", "drop", "malformed")
     generation = generate(backend, n=3)

@@ -16,7 +16,6 @@ it, and a bad value is refused before a command has written anything. Rules that
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
