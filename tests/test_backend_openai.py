@@ -41,6 +41,22 @@ def test_token_id_payload_exact_and_ids_read_back(server, smol_tokenizer):
     assert "sk-secret" not in json.dumps(backend.describe())
 
 
+def test_capabilities_are_declared(server, smol_tokenizer):
+    """Callers read what a backend can do from its declared attributes (`base.Backend`), never by
+    probing for attributes: a served model names itself and counts its faults; a scripted one does not."""
+    from tessy.backends.fake import ScriptedBackend
+
+    backend = make(server, smol_tokenizer)
+    generate(backend, context=[5, 6, 7, 8], n=4)
+    assert (backend.served_model, backend.transport) == ("smol", "token_ids")
+    assert backend.server_counters() == {"retries": 0, "faults": 0, "down": 0, "prompt_tokens": 4,
+                                         "prompt_processed": 4, "prompt_reported": 0, "follow_ups": 0,
+                                         "follow_up_excess": 0, "completions": 1}
+    scripted = ScriptedBackend(smol_tokenizer, SCRIPT)
+    assert (scripted.served_model, scripted.transport, scripted.server_counters()) == ("", "in_process", {})
+    assert scripted.streams_tokens and not scripted.warms_prompts
+
+
 def test_stop_token_is_last_id(server, smol_tokenizer):
     server.stop_at = 3
     backend = make(server, smol_tokenizer)
@@ -185,7 +201,7 @@ def test_retries_on_faults_honour_retry_after_and_then_succeed(server, smol_toke
     async def record(delay):
         delays.append(delay)
 
-    backend._sleep = record
+    backend.exchange.sleep = record
     server.retry_after = "1.5"
     server.inject("429", "500", "drop", "malformed")
     generation = generate(backend, n=3)

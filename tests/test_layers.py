@@ -32,6 +32,7 @@ FORBIDDEN = {
                        "tessy.predictor_training"),
     "tessy.formats": ("tessy.engine", "tessy.runner", "tessy.cli", "tessy.records", "tessy.store"),
     "tessy.runner": ("tessy.cli", "tessy.predictor_training"),
+    "tessy.pipeline": ("tessy.runner", "tessy.cli", "tessy.predictor_training"),
     # Within the engine: the pair's operations know nothing of the loop, its speed layer or observer;
     # the speed layer makes steps and never runs the loop; cut rules and text are below both.
     "tessy.engine.pair": ("tessy.engine.cooperative", "tessy.engine.speed", "tessy.engine.learned",

@@ -110,9 +110,9 @@ def build_record(result: "SampleResult", engine: "Engine", method: str, fingerpr
     thinking_total = sum(span["tokens_student"] for span in thinking)
     thinking_teacher = sum(span["tokens_student"] for span in thinking if span["role"] == "teacher")
     models = {
-        role: {"model": getattr(party.backend, "served_model", "") or party.backend.model_name,
+        role: {"model": party.backend.served_model or party.backend.model_name,
                "format": party.format.name, "predictor": party.predictor_name,
-               "transport": getattr(party.backend, "transport", "in_process")}
+               "transport": party.backend.transport}
         for role, party in engine.parties.items()
     }
     record = {

@@ -16,7 +16,9 @@ Promises:
 - harmless conversions happen in place (3 -> 3.0 for a float field, a JSON text for a
   `JsonMapping`); nothing else is changed;
 - rules across fields are a dataclass's own `cross_checks()` -> [(field, problem)], run by
-  `validate` once the fields themselves are fine.
+  `validate` once the fields themselves are fine;
+- each field says whether it shapes the data (`option(..., shapes_data=...)`), and
+  `data_fields` keeps exactly those: the part of a config that a run's fingerprint covers.
 """
 
 from __future__ import annotations
@@ -33,17 +35,25 @@ from typing import Any
 #: Constraint keys `option` accepts (all optional): see `describe_bounds`.
 BOUND_KEYS = ("min", "max", "gt", "choices", "aliases", "ignore_case", "values")
 
+#: `shapes_data=WHEN_SET`: the field shapes the data only when set away from its default (a
+#: field added after runs existed: runs that leave it unset keep their fingerprint).
+WHEN_SET = "when set"
 
-def option(default: Any, help: str, **bounds: Any) -> Any:
+
+def option(default: Any, help: str, shapes_data: Any = True, **bounds: Any) -> Any:
     """A dataclass field with help text and optional bounds, checked by `validate`:
 
     ``min`` / ``max`` (inclusive), ``gt`` (exclusive lower bound), ``choices`` (allowed strings,
     plus ``aliases`` also accepted and ``ignore_case``), ``values`` (type of a mapping's values).
+
+    ``shapes_data`` says whether the field's value shapes the data written (see `data_fields`):
+    True, False (paths, transport, speed), `WHEN_SET`, or a test of the owning config
+    (``lambda config: ...``) for a field that only some settings read.
     """
     unknown = set(bounds) - set(BOUND_KEYS)
     if unknown:
         raise TypeError(f"option(): unknown bounds {sorted(unknown)}")
-    metadata = {"help": help, **bounds}
+    metadata = {"help": help, "shapes_data": shapes_data, **bounds}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -228,6 +238,30 @@ def validate(config: Any, sources: typing.Mapping[str, str] | None = None) -> An
             raise ConfigError(f"bad setting: {problems[0]}")
         raise ConfigError(f"{len(problems)} bad settings:\n  " + "\n  ".join(problems))
     return config
+
+
+# ---------------------------------------------------------------------------- data fields
+
+
+def data_fields(config: Any) -> dict[str, Any]:
+    """`dataclasses.asdict(config)` keeping only the fields that shape the data, by each field's
+    ``shapes_data`` metadata (True when absent); nested configs are filtered the same way."""
+    return _shaping(config, dataclasses.asdict(config))
+
+
+def _shaping(config: Any, values: dict[str, Any]) -> dict[str, Any]:
+    for f in dataclasses.fields(config):
+        shapes = f.metadata.get("shapes_data", True)
+        if shapes == WHEN_SET:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            shapes = values[f.name] != default
+        elif callable(shapes):
+            shapes = shapes(config)
+        if not shapes:
+            del values[f.name]
+        elif dataclasses.is_dataclass(getattr(config, f.name)):
+            _shaping(getattr(config, f.name), values[f.name])
+    return values
 
 
 # ---------------------------------------------------------------------------- sources

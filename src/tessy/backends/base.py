@@ -16,6 +16,10 @@ keep a cache for it (a KV cache in process, a prefix cache on a server). Promise
 - `warm(seq_id, context_ids)` may read a sequence's context into the cache ahead of its first
   request (`warms_prompts` says whether it does anything), so the engine can have one model read
   the prompt while the other writes; it never changes what `generate` returns.
+
+Capabilities are declared, never probed: each backend sets `streams_tokens`, `warms_prompts`,
+`served_model`, `transport` and, when it talks to servers, `server_counters()`; callers read
+them as attributes of every `Backend` (the defaults below describe an in-process model).
 """
 
 from __future__ import annotations
@@ -62,6 +66,15 @@ class Backend(ABC):
     streams_tokens: bool = False
     #: Whether `warm` reads a context ahead into a cache that the sequence's next request finds.
     warms_prompts: bool = False
+    #: The model id the server reports serving ("" in process): records name it, a resume checks it.
+    served_model: str = ""
+    #: How the model is reached, for records: "in_process", or the HTTP transport ("token_ids", "text", ...).
+    transport: str = "in_process"
+
+    def server_counters(self) -> dict[str, int]:
+        """Live counters of a model behind servers (retries, faults, replicas down, prompt tokens,
+        ...), for the progress line and the run report; {} for a model run in process."""
+        return {}
 
     @abstractmethod
     async def generate(

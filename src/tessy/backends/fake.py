@@ -21,6 +21,10 @@ class ScriptedBackend(Backend):
     each call returns the next script tokens after the ones this backend has already written
     into the sequence."""
 
+    # Capabilities (`base.Backend`): in process, nothing to warm; `streams_tokens` per `stream_chunk`.
+    warms_prompts = False
+    transport = "in_process"
+
     def __init__(
         self,
         tokenizer: Any,

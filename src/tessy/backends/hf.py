@@ -1,7 +1,8 @@
 """In-process transformers backend: a causal LM with a KV cache per sequence, batched decoding.
 
 Owns: the model and tokenizer, one KV cache per `seq_id` (a `DynamicCache` plus the exact token
-ids it holds), and one worker thread where every torch call runs. Promises, on top of `base`:
+ids it holds), and one worker thread where every torch call runs; the cache surgery is
+`hf_cache`, the draw of a token `hf_sampling`. Promises, on top of `base`:
 
 - A step costs its new tokens, not a re-prefill. `generate` finds the longest common prefix of the
   cached ids and `context_ids`, crops the cache to it and prefills only the rest. The last context
@@ -10,11 +11,8 @@ ids it holds), and one worker thread where every torch call runs. Promises, on t
   a changed context never gives wrong output, only extra prefill.
 - Caches are plain full-attention `DynamicLayer`s, also for models with sliding-window layers
   (Gemma 3): the sliding window is applied by the attention mask, and any prefix can be cropped.
-- Sampling is greedy when temperature <= 0, else temperature / top-k / top-p. With a seed, the
-  draw for the token at position p of the sequence comes from a generator seeded with
-  (`sampling.seed`, p): what is drawn depends only on the context, the seed and the position, not
-  on how the tokens were split into calls or where an earlier call was stopped. Without a seed,
-  one unseeded `torch.Generator` per sequence is carried across its calls.
+- Sampling (`hf_sampling`): a seeded draw depends only on the context, the seed and the position,
+  never on how tokens were split into calls; unseeded, one `torch.Generator` per sequence.
 - `stream` delivers each token as it is sampled; closing the stream stops the request after the
   forward in progress (the cache then holds those tokens until the caller's `rollback`).
 - Concurrency: all torch work runs in ONE worker thread, so the event loop stays responsive.
@@ -35,7 +33,6 @@ ids it holds), and one worker thread where every torch call runs. Promises, on t
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import threading
 import time
 from collections import deque
@@ -44,6 +41,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tessy.backends.base import Backend, Generation, SamplingParams, TokenStream
+from tessy.backends.hf_cache import common_prefix, crop, select, stack, unstack
+from tessy.backends.hf_sampling import sample
 from tessy.models import cache_argument, resolve_model
 
 
@@ -84,7 +83,10 @@ class _Request:
 class HFBackend(Backend):
     """A transformers causal LM run in process (see the module docstring)."""
 
+    # Capabilities (`base.Backend`): decodes token by token in process; no server, nothing to warm.
     streams_tokens = True
+    warms_prompts = False
+    transport = "in_process"
 
     def __init__(
         self,
@@ -203,7 +205,7 @@ class HFBackend(Backend):
                 elif item[1] in active or any(r.seq_id == item[1] for r in taken):
                     break  # wait until that sequence's generate is done
                 elif item[0] == "rollback":
-                    self._crop(self._seqs.get(item[1]), item[2])
+                    crop(self._seqs.get(item[1]), item[2])
                 else:
                     self._seqs.pop(item[1], None)
                 self._queue.popleft()
@@ -233,7 +235,7 @@ class HFBackend(Backend):
                 for req in new:
                     self._prefill(req)
                 rows.extend(r for r in new if not self._finish_if_done(r))
-                batch = self._stack(rows) if rows else None
+                batch = stack([self._seqs[r.seq_id].cache for r in rows]) if rows else None
             if not rows:
                 with self._lock:
                     if not self._queue:
@@ -242,16 +244,15 @@ class HFBackend(Backend):
             self._step(rows, *batch)
             done = [i for i, r in enumerate(rows) if self._finish_if_done(r)]
             if done:
-                self._unstack([rows[i] for i in done], *self._select(batch, done))
+                self._unstack([rows[i] for i in done], *select(batch, done))
                 keep = [i for i in range(len(rows)) if i not in set(done)]
                 rows[:] = [rows[i] for i in keep]
-                batch = self._select(batch, keep) if rows else None
+                batch = select(batch, keep) if rows else None
 
     def _prefill(self, req: _Request) -> None:
         """Crop the sequence's cache to its common prefix with the context (at most all but the
         last token), feed the rest in one forward, and sample the first new token."""
         import torch
-        from transformers import DynamicCache
 
         seq = self._seqs.setdefault(req.seq_id, _Seq())
         if seq.generator is None or seq.seed != req.sampling.seed:
@@ -264,18 +265,18 @@ class HFBackend(Backend):
         if req.max_new_tokens <= 0:
             req.finish = "length"
             return
-        keep = _common_prefix(seq.ids, req.context)
+        keep = common_prefix(seq.ids, req.context)
         keep = min(keep, len(req.context) - 1)  # the last context token is always fed
         if keep == 0 or seq.cache is None:
             seq.cache, seq.ids = self._start_from_shared(req.context)
         else:
-            self._crop(seq, keep)
+            crop(seq, keep)
         feed = req.context[len(seq.ids):]
         positions = torch.arange(len(seq.ids), len(req.context), device=self.device)[None]
         logits = self._forward(torch.tensor([feed], device=self.device), positions, None, seq.cache)
         self.stats.prefill_tokens += len(feed)
         seq.ids = list(req.context)
-        self._append(req, self._sample(logits[0], req, seq.generator))
+        self._append(req, sample(logits[0], req.sampling, len(req.context) + len(req.new), seq.generator))
 
     def _start_from_shared(self, context: list[int]) -> tuple[Any, list[int]]:
         """A fresh (cache, ids) for `context`: a copy of the longest shared prefix it starts with
@@ -316,7 +317,7 @@ class HFBackend(Backend):
         self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(rows))
         for i, r in enumerate(rows):
             self._seqs[r.seq_id].ids.append(r.new[-1])
-            self._append(r, self._sample(logits[i], r, self._seqs[r.seq_id].generator))
+            self._append(r, sample(logits[i], r.sampling, len(r.context) + len(r.new), self._seqs[r.seq_id].generator))
 
     @staticmethod
     def _append(req: _Request, token: int) -> None:
@@ -331,26 +332,6 @@ class HFBackend(Backend):
         )
         self.stats.forwards += 1
         return out.logits[:, -1, :].float()
-
-    def _sample(self, logits, req: _Request, generator) -> int:
-        import torch
-
-        sp = req.sampling
-        if sp.greedy:
-            return int(torch.argmax(logits))
-        if sp.seed is not None:  # the draw depends on the seed and the position only
-            generator.manual_seed(_draw_seed(sp.seed, len(req.context) + len(req.new)))
-        logits = logits / sp.temperature
-        if sp.top_k and sp.top_k < logits.shape[-1]:
-            kth = torch.topk(logits, sp.top_k).values[-1]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        if sp.top_p < 1.0:
-            sorted_logits, order = torch.sort(logits, descending=True)
-            probs = torch.softmax(sorted_logits, dim=-1)
-            drop = torch.cumsum(probs, dim=-1) - probs > sp.top_p  # keep the smallest set reaching top_p
-            logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
-        probs = torch.softmax(logits, dim=-1)
-        return int(torch.multinomial(probs, 1, generator=generator))
 
     def _finish_if_done(self, req: _Request) -> bool:
         """Deliver the request if its last token is a stop token or it has enough tokens."""
@@ -367,69 +348,12 @@ class HFBackend(Backend):
         req.loop.call_soon_threadsafe(_set_result, req.future, (list(req.new), req.finish))
         return True
 
-    # ---- caches -------------------------------------------------------------------------------
-
-    @staticmethod
-    def _crop(seq: _Seq | None, length: int) -> None:
-        if seq is None or seq.cache is None or length >= len(seq.ids):
-            return
-        if length <= 0:
-            seq.cache, seq.ids = None, []
-            return
-        seq.cache.crop(length - len(seq.ids))  # negative: tokens to remove
-        seq.ids = seq.ids[:length]
-
-    def _stack(self, rows: list[_Request]) -> tuple[Any, list[int]]:
-        """One cache for the rows, left-padded to the longest; a single row uses its own cache."""
-        import torch
-        from transformers import DynamicCache
-
-        caches = [self._seqs[r.seq_id].cache for r in rows]
-        if len(caches) == 1:
-            return caches[0], [0]
-        lengths = [c.get_seq_length() for c in caches]
-        pads = [max(lengths) - n for n in lengths]
-        layers = []
-        for layer_idx in range(len(caches[0].layers)):
-            ks, vs = [], []
-            for c, p in zip(caches, pads):
-                layer = c.layers[layer_idx]
-                ks.append(torch.nn.functional.pad(layer.keys, (0, 0, p, 0)))
-                vs.append(torch.nn.functional.pad(layer.values, (0, 0, p, 0)))
-            layers.append((torch.cat(ks), torch.cat(vs)))
-        return DynamicCache(layers), pads
-
     def _unstack(self, rows: list[_Request], cache: Any, pads: list[int]) -> None:
         """Give each row its own (unpadded) cache back from the batched one."""
-        from transformers import DynamicCache
-
         if len(rows) == 1 and pads == [0] and self._seqs[rows[0].seq_id].cache is cache:
             return
-        for i, (r, p) in enumerate(zip(rows, pads)):
-            self._seqs[r.seq_id].cache = DynamicCache(
-                [(layer.keys[i : i + 1, :, p:].clone(), layer.values[i : i + 1, :, p:].clone()) for layer in cache.layers]
-            )
-
-    @staticmethod
-    def _select(batch: tuple[Any, list[int]], indices: list[int]) -> tuple[Any, list[int]]:
-        """The batched cache restricted to some rows, less padding they all share (the same object
-        when nothing is dropped)."""
-        import copy
-
-        import torch
-
-        cache, pads = batch
-        if len(indices) == len(pads):
-            return batch
-        picked = copy.copy(cache)
-        picked.layers = [copy.copy(layer) for layer in cache.layers]
-        picked.batch_select_indices(torch.tensor(indices, device=cache.layers[0].keys.device))
-        pads = [pads[i] for i in indices]
-        trim = min(pads)  # padding columns no remaining row needs
-        if trim:
-            for layer in picked.layers:
-                layer.keys, layer.values = layer.keys[:, :, trim:], layer.values[:, :, trim:]
-        return picked, [p - trim for p in pads]
+        for r, own in zip(rows, unstack(cache, pads)):
+            self._seqs[r.seq_id].cache = own
 
 
 class _HFStream(TokenStream):
@@ -464,19 +388,6 @@ class _HFStream(TokenStream):
     def _finish(self) -> None:
         new, self.finish_reason = self._req.future.result()
         self.generated = len(new)
-
-
-def _draw_seed(seed: int, position: int) -> int:
-    digest = hashlib.blake2b(f"{seed}:{position}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 def _set_result(future: asyncio.Future, value: Any) -> None:

@@ -19,16 +19,16 @@ from tessy.formats.qwen3 import Qwen3Format
 
 FORMATS = {"qwen3": Qwen3Format, "deepseek-r1": DeepSeekR1Format, "harmony": HarmonyFormat, "plain": PlainFormat}
 CHOICES = (*FORMATS, "auto")
-_ALIASES = {"deepseek_r1": "deepseek-r1", "r1": "deepseek-r1", "gpt-oss": "harmony"}
+ALIASES = {"deepseek_r1": "deepseek-r1", "r1": "deepseek-r1", "gpt-oss": "harmony"}
 
-__all__ = ["CHOICES", "ChatFormat", "DeepSeekR1Format", "HarmonyFormat", "PlainFormat", "Qwen3Format",
+__all__ = ["ALIASES", "CHOICES", "ChatFormat", "DeepSeekR1Format", "HarmonyFormat", "PlainFormat", "Qwen3Format",
            "detect_format", "get_format"]
 
 
 def get_format(name: str, tokenizer: Any = None) -> ChatFormat:
     """The format called `name` (one of `CHOICES`); "auto" needs the tokenizer."""
     key = name.strip().lower()
-    key = _ALIASES.get(key, key)
+    key = ALIASES.get(key, key)
     if key == "auto":
         key = detect_format(tokenizer)
     if key not in FORMATS:

@@ -1,6 +1,9 @@
 """The OpenAI-compatible HTTP backend (vLLM, SGLang, llama.cpp behind `/v1/completions`).
 
-- `backend.py`: `OpenAIHTTPBackend`, the `base.Backend` over HTTP (request bodies, the send loop);
+- `backend.py`: `OpenAIHTTPBackend`, the `base.Backend` over HTTP (request bodies, llama.cpp slots);
+- `exchange.py`: the send loop: one request sent, judged and retried, the bound on requests in flight;
+- `stream.py`: reading one streamed answer (`stream: true`), stopped at the engine's cut;
+- `stats.py`: `HTTPStats`, the live counters;
 - `probe.py`: readiness at start (served model, transport) and the breaker's probe;
 - `retry.py`: which faults are retried, backoff with jitter, Retry-After, the retry budgets;
 - `parse.py`: ids, text and finish reason from an answer; context-length and error bodies;
@@ -12,9 +15,10 @@ Importing this package imports neither httpx nor transformers (they load when us
 """
 
 from tessy.backends.base import ServersUnavailable
-from tessy.backends.openai.backend import HTTPStats, OpenAIHTTPBackend, TokenizerNotFound, load_http_tokenizer
+from tessy.backends.openai.backend import PROMPT_MODES, OpenAIHTTPBackend, TokenizerNotFound, load_http_tokenizer
 from tessy.backends.openai.probe import ServerNotReady
 from tessy.backends.openai.retry import ServerError
+from tessy.backends.openai.stats import HTTPStats
 
-__all__ = ["HTTPStats", "OpenAIHTTPBackend", "ServerError", "ServerNotReady", "ServersUnavailable",
+__all__ = ["PROMPT_MODES", "HTTPStats", "OpenAIHTTPBackend", "ServerError", "ServerNotReady", "ServersUnavailable",
            "TokenizerNotFound", "load_http_tokenizer"]

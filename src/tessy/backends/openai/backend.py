@@ -1,9 +1,10 @@
 """`OpenAIHTTPBackend`: a model behind an OpenAI-compatible `/v1/completions` server (vLLM, SGLang,
-llama.cpp), built on `probe` (readiness), `retry` (policy), `parse` (answers) and `replicas`
-(connections, pinning, circuit breaker).
+llama.cpp), built on `probe` (readiness), `exchange` (the send loop: the bound on requests in
+flight, faults and retries, after `retry`'s policy), `stream` (streamed answers), `parse`
+(answers), `replicas` (connections, pinning, circuit breaker) and `stats` (counters).
 
-Owns one role's requests: their bodies, the bound on requests in flight, and the loop that sends,
-retries and reads them. Promises, on top of `base.Backend`:
+Owns one role's requests: their bodies, the transport and readiness, llama.cpp's slots, and what
+an answer teaches (the context limit, the prompt usage). Promises, on top of `base.Backend`:
 
 - **Nothing re-tokenized where the server allows it.** In `token_ids` transport the prompt is the
   sample's token ids and the new ids are read back exactly (`return_token_ids`, or logprobs);
@@ -15,8 +16,8 @@ retries and reads them. Promises, on top of `base.Backend`:
   model id the server reports (`served_root` its weights, when the server says), also when no
   `served_model_name` is configured; `describe()` carries both.
 - **At most `max_in_flight` requests** of this role at once across replicas; a request waiting out
-  a backoff or waiting for a server holds no slot.
-- **Faults** are retried by `retry.RetryPolicy`; a dead server trips its replica's breaker and
+  a backoff or waiting for a server holds no slot (see `exchange`).
+- **Faults** are retried by `retry.RetryPolicy` (see `exchange`); a dead server trips its replica's breaker and
   `generate` waits for a server (up to `unavailable_wait_s`, then `base.ServersUnavailable`)
   instead of spending retries (see `replicas`). A context-length refusal lowers `max_context` to
   the server's limit and answers with no tokens, so the engine ends the sample with "context".
@@ -32,29 +33,27 @@ retries and reads them. Promises, on top of `base.Backend`:
   request finds its prefix in that slot's cache. llama-cpp-python has one context and no slots
   (it ignores both fields): start it with `--cache true` so a sample's prefix survives the other
   samples' requests.
-- **Live counters** in `stats`: requests, retries, faults by kind, replicas down, breaker trips,
-  requests waiting for a server.
+- **Live counters** in `stats` (`stats.HTTPStats`): requests, retries, faults by kind, replicas
+  down, breaker trips, requests waiting for a server; `server_counters()` shows them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
-from tessy.backends import http1
 from tessy.backends.base import Backend, Generation, SamplingParams, TokenStream
 from tessy.backends.openai import parse, probe
 from tessy.backends.openai.cache import PromptMeter
-from tessy.backends.openai.stream import HTTPTokenStream
+from tessy.backends.openai.exchange import Exchange
 from tessy.backends.openai.replicas import Connector, Replica, ReplicaSet, base_url
-from tessy.backends.openai.retry import RetryPolicy, ServerError, fault_kind, is_retryable_status, retry_after
-from tessy.secrets import header_secrets, redact_text, redact_url
+from tessy.backends.openai.retry import RetryPolicy
+from tessy.backends.openai.stats import HTTPStats
+from tessy.backends.openai.stream import HTTPTokenStream
+from tessy.secrets import header_secrets, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -63,30 +62,6 @@ PROMPT_MODES = ("auto", "token_ids", "text")
 
 class TokenizerNotFound(RuntimeError):
     """The model's tokenizer is not available locally."""
-
-
-@dataclass
-class HTTPStats:
-    """Live counters (read them any time, e.g. for a progress line)."""
-
-    requests: int = 0  # HTTP requests sent (retries included)
-    completions: int = 0  # generate calls answered
-    retries: int = 0  # retries charged to a request's budget
-    faults: dict[str, int] = field(default_factory=dict)  # faults seen, by kind ("timeout", "HTTP 503"…)
-    context_errors: int = 0
-    prompt_tokens: int = 0  # prompt tokens the servers counted (`usage`; else the context ids sent)
-    prompt_processed: int = 0  # of those, the ones the servers computed (not found in a prefix cache)
-    prompt_reported: int = 0  # answers that said how much of the prompt was cached
-    follow_ups: int = 0  # of those, requests of a sample after its first (see `cache.PromptMeter`)
-    follow_up_excess: int = 0  # prompt tokens those computed beyond the ones new since the sample's last request
-    completion_tokens: int = 0
-    replicas_down: int = 0  # replicas whose breaker is open now
-    breaker_trips: int = 0
-    waiting: int = 0  # requests waiting for any server of the role to answer
-
-    @property
-    def faults_total(self) -> int:
-        return sum(self.faults.values())
 
 
 def load_http_tokenizer(spec: str, role: str = "model") -> Any:
@@ -163,7 +138,6 @@ class OpenAIHTTPBackend(Backend):
         self.prompt_mode = prompt_mode
         self.transport = "token_ids" if prompt_mode == "token_ids" else "text" if prompt_mode == "text" else ""
         self._id_readback = "return_token_ids"  # or "logprobs" or "text"
-        self.max_in_flight = max(1, int(max_in_flight))
         self.timeout_s = float(timeout_s)
         self.retry = RetryPolicy(max_retries, max_sample_retries, backoff_s)
         self.stats = HTTPStats()
@@ -171,10 +145,8 @@ class OpenAIHTTPBackend(Backend):
         self.replicas = ReplicaSet(replicas, role=role, stats=self.stats,
                                    connect=Connector(self._headers, self.timeout_s),
                                    ping=self._ping, wait_s=unavailable_wait_s)
+        self.exchange = Exchange(role, self.replicas, self.stats, self.retry, max_in_flight, self._secrets)
         self.max_context = int(max_context or 0)
-        self._slots: asyncio.Semaphore | None = None
-        self._slots_loop: Any = None
-        self._sleep = asyncio.sleep  # backoff waits (tests record them)
         self.server = ""  # the server's kind, as `probe` tells it ("llama.cpp", "vllm", ...)
         self.slots = max(0, int(slots or 0))  # llama.cpp slots per server (0: unknown, no id_slot)
         self._slot_of: dict[str, int] = {}  # seq_id -> its llama.cpp slot
@@ -292,7 +264,7 @@ class OpenAIHTTPBackend(Backend):
             if n <= 0:
                 return Generation([], "", "length", time.perf_counter() - started)
             body = self.request_body(context_ids, n, sampling, stop, seq_id)
-            outcome = await self._post(seq_id, body)
+            outcome = await self.exchange.post(seq_id, body)
             if isinstance(outcome, str):  # a context-length refusal: learn the limit, ask for what fits
                 n = self._learn_context_limit(outcome, len(context_ids), n)
                 continue
@@ -327,12 +299,15 @@ class OpenAIHTTPBackend(Backend):
         cache; the token is dropped. A failure is only logged: the sample's own requests retry."""
         body = self.request_body(context_ids, 1, SamplingParams(temperature=0.0, top_p=1.0), frozenset(), seq_id)
         try:
-            outcome = await self._post(seq_id, body)
+            outcome = await self.exchange.post(seq_id, body)
         except Exception as exc:  # noqa: BLE001 - reading ahead is an optimisation, never a fault
-            log.debug("%s: reading %s's prompt ahead failed: %s", self.role, seq_id, self._redact(exc))
+            log.debug("%s: reading %s's prompt ahead failed: %s", self.role, seq_id, self.exchange.redact(exc))
             return
         if isinstance(outcome, dict):
             self._answered(seq_id, outcome, context_ids, [], generated=1)
+
+    def server_counters(self) -> dict[str, int]:
+        return self.stats.counters()
 
     def rollback(self, seq_id: str, length: int) -> None:
         """Nothing to do: the server's prefix cache keys on the ids sent with each request."""
@@ -357,150 +332,6 @@ class OpenAIHTTPBackend(Backend):
 
     async def aclose(self) -> None:
         await self.replicas.aclose()
-
-    # ---- one request, with retries -------------------------------------------------------------
-
-    async def _post(self, seq_id: str, body: dict[str, Any]) -> dict | str:
-        """The parsed 200 answer, or the message of a context-length refusal (a str)."""
-        payload = json.dumps(body, separators=(",", ":")).encode()
-        attempt = 0
-        while True:
-            replica = await self.replicas.acquire(seq_id)  # may wait while every replica is down
-            async with self._semaphore():
-                fault, server_says, connection_fault, outcome = await self._send(replica, payload)
-            if outcome is not None:
-                return outcome
-            self.stats.faults[fault_kind(fault)] = self.stats.faults.get(fault_kind(fault), 0) + 1
-            if connection_fault and await self.replicas.connection_failed(replica):
-                # The server is down: no retry is charged; acquire() moves the sequence to a live
-                # replica or waits for one.
-                log.debug("%s %s: %s (replica down)", self.role, replica.shown, fault)
-                continue
-            attempt += 1
-            bound = self.retry.charge(seq_id, attempt)
-            if bound is not None:
-                raise ServerError(f"{self.role} server {replica.shown}: gave up after {bound}; last error: {fault}")
-            self.stats.retries += 1
-            delay = self.retry.delay(attempt, server_says)
-            log.debug("%s %s: %s; retry %d in %.2fs", self.role, replica.shown, fault, attempt, delay)
-            await self._sleep(delay)
-
-    async def _send(self, replica: Replica, payload: bytes) -> tuple[str, float | None, bool, dict | str | None]:
-        """One exchange: (fault, Retry-After, whether the connection failed, outcome or None)."""
-        import httpx
-
-        self.stats.requests += 1
-        connection = self.replicas.take(replica)
-        complete = False  # the response was read whole: the connection may serve the next request
-        try:
-            if isinstance(connection, http1.Connection):
-                resp = await connection.post("/v1/completions", payload)
-            else:
-                resp = await connection.post("/v1/completions", content=payload)
-            complete = True
-        except (httpx.TimeoutException, http1.Timeout) as exc:
-            return f"timeout ({type(exc).__name__})", None, True, None
-        except (httpx.TransportError, http1.TransportError) as exc:  # refused, reset, dropped
-            return f"connection error ({type(exc).__name__}: {self._redact(exc)})", None, True, None
-        finally:
-            # Cancelled (CancelledError is no Exception), failed or timed out: the connection may
-            # still carry this request's answer, so it is closed, never reused.
-            if complete:
-                self.replicas.give_back(replica, connection)
-            else:
-                self.replicas.discard(connection)
-        self.replicas.answered(replica)
-        return self._judge(replica, resp)
-
-    def _judge(self, replica: Replica, resp: Any) -> tuple[str, float | None, bool, dict | str | None]:
-        """A read answer: (fault, Retry-After, False, outcome or None), as `_send` returns."""
-        status = resp.status_code
-        if status == 200:
-            data = parse.first_choice(resp.content)
-            if data is not None:
-                return "", None, False, data
-            return f"malformed answer: {self._redact(parse.snippet(resp.text))}", None, False, None
-        if is_retryable_status(status):
-            return (f"HTTP {status}: {self._redact(parse.snippet(resp.text))}",
-                    retry_after(resp.headers.get("retry-after")), False, None)
-        message = parse.error_message(resp.content)
-        if parse.is_context_error(status, message):
-            self.stats.context_errors += 1
-            return "", None, False, message
-        raise ServerError(f"{self.role} server {replica.shown}: HTTP {status} (not retried): "
-                          f"{self._redact(parse.snippet(message))}")
-
-    # ---- one streamed request ------------------------------------------------------------------
-
-    async def _open_stream(self, seq_id: str, body: dict[str, Any]) -> tuple | str:
-        """A streamed answer whose head said 200: (replica, connection, response, release), where
-        `release(reusable)` must be called once the stream is over; or the message of a
-        context-length refusal. Faults before the head are retried as in `_post`."""
-        payload = json.dumps(body, separators=(",", ":")).encode()
-        attempt = 0
-        while True:
-            replica = await self.replicas.acquire(seq_id)
-            slots = self._semaphore()
-            await slots.acquire()
-            opened = None
-            try:
-                fault, server_says, connection_fault, opened = await self._send_stream(replica, payload, slots)
-            finally:
-                if not isinstance(opened, tuple):
-                    slots.release()
-            if opened is not None:
-                return opened
-            self._stream_fault(fault)
-            if connection_fault and await self.replicas.connection_failed(replica):
-                continue
-            attempt += 1
-            await self._stream_retry(seq_id, replica, attempt, fault, server_says)
-
-    async def _send_stream(self, replica: Replica, payload: bytes, slots: asyncio.Semaphore) -> tuple:
-        import httpx
-
-        self.stats.requests += 1
-        connection = self.replicas.take(replica)
-        complete = False
-        try:
-            if isinstance(connection, http1.Connection):
-                resp = await connection.open_stream("/v1/completions", payload)
-            else:
-                resp = _HttpxStream(connection)
-                await resp.open(payload)
-            if resp.status_code != 200:
-                await resp.read()
-            complete = True
-        except (httpx.TimeoutException, http1.Timeout) as exc:
-            return f"timeout ({type(exc).__name__})", None, True, None
-        except (httpx.TransportError, http1.TransportError) as exc:
-            return f"connection error ({type(exc).__name__}: {self._redact(exc)})", None, True, None
-        finally:
-            if not complete:
-                self.replicas.discard(connection)
-        self.replicas.answered(replica)
-        if resp.status_code == 200:
-            def release(reusable: bool) -> None:
-                slots.release()
-                if reusable:
-                    self.replicas.give_back(replica, connection)
-                else:
-                    self.replicas.discard(connection)
-            return "", None, False, (replica, connection, resp, release)
-        self.replicas.give_back(replica, connection)
-        return self._judge(replica, resp)
-
-    def _stream_fault(self, fault: str) -> None:
-        self.stats.faults[fault_kind(fault)] = self.stats.faults.get(fault_kind(fault), 0) + 1
-
-    async def _stream_retry(self, seq_id: str, replica: Replica, attempt: int, fault: str,
-                            server_says: float | None = None) -> None:
-        """Charge a retry (or raise `ServerError` past the bounds) and wait before it."""
-        bound = self.retry.charge(seq_id, attempt)
-        if bound is not None:
-            raise ServerError(f"{self.role} server {replica.shown}: gave up after {bound}; last error: {fault}")
-        self.stats.retries += 1
-        await self._sleep(self.retry.delay(attempt, server_says))
 
     def _probe_stream(self) -> bool:
         """Whether every replica streams a 2-token completion in the form this transport needs."""
@@ -529,15 +360,6 @@ class OpenAIHTTPBackend(Backend):
         self.prompt_meter.count(seq_id, answer, context_ids, ids)
         self.stats.completion_tokens += len(ids) if generated is None else generated
 
-    def _semaphore(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        if self._slots is None or self._slots_loop is not loop:
-            self._slots, self._slots_loop = asyncio.Semaphore(self.max_in_flight), loop
-        return self._slots
-
-    def _redact(self, text: Any) -> str:
-        return redact_text(str(text), self._secrets)
-
     def _learn_context_limit(self, message: str, context_len: int, n: int) -> int:
         """After a context-length refusal: the server's limit (never above what it refused), and
         how many tokens may still be asked for (<= 0: none, the engine ends the sample)."""
@@ -548,30 +370,3 @@ class OpenAIHTTPBackend(Backend):
             self.max_context = limit
         return limit - context_len
 
-
-class _HttpxStream:
-    """A streamed POST on a one-connection httpx client, shaped like `http1.StreamResponse`."""
-
-    def __init__(self, client: Any):
-        self.client, self.complete, self.content = client, False, b""
-        self._resp: Any = None
-
-    async def open(self, payload: bytes) -> None:
-        request = self.client.build_request("POST", "/v1/completions", content=payload,
-                                            headers={"Accept": "text/event-stream"})
-        self._resp = await self.client.send(request, stream=True)
-        self.status_code, self.headers = self._resp.status_code, self._resp.headers
-
-    @property
-    def text(self) -> str:
-        return self.content.decode("utf-8", errors="replace")
-
-    async def read(self) -> bytes:
-        self.content = await self._resp.aread()
-        self.complete = True
-        return self.content
-
-    async def lines(self):
-        async for line in self._resp.aiter_lines():
-            yield line.encode()
-        self.complete = True

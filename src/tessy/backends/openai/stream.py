@@ -29,34 +29,28 @@ from typing import Any, Protocol
 
 from tessy.backends.base import SamplingParams, TokenStream
 from tessy.backends.openai import parse
+from tessy.backends.openai.exchange import Exchange
 from tessy.backends.openai.retry import ServerError
 
 
 class StreamHost(Protocol):
-    """What a stream uses of its backend (`OpenAIHTTPBackend`): the request body, the send loop's
-    opening, faults and retries, and the accounting of what was answered."""
+    """What a stream uses of its backend (`OpenAIHTTPBackend`): the request body, the send loop
+    (`exchange`: opening, faults, retries, redaction), and the accounting of what was answered."""
 
     role: str
     tokenizer: Any
     llama_cpp: bool
     _id_readback: str
+    exchange: Exchange
 
     def request_body(self, context_ids: list[int], max_new_tokens: int, sampling: SamplingParams,
                      stop_token_ids: frozenset[int], seq_id: str = "") -> dict[str, Any]: ...
 
-    async def _open_stream(self, seq_id: str, body: dict[str, Any]) -> tuple | str: ...
-
     def _learn_context_limit(self, message: str, context_len: int, n: int) -> int: ...
-
-    def _stream_fault(self, fault: str) -> None: ...
-
-    async def _stream_retry(self, seq_id: str, replica: Any, attempt: int, fault: str,
-                            server_says: float | None = None) -> None: ...
 
     def _answered(self, seq_id: str, answer: dict, context_ids: list[int], ids: list[int],
                   generated: int | None = None) -> None: ...
 
-    def _redact(self, text: Any) -> str: ...
 
 #: Text transport: the last tokens of the text so far are held back (a later character may merge them).
 HOLD = 2
@@ -111,7 +105,7 @@ class HTTPTokenStream(TokenStream):
                 body["timings_per_token"] = True
             else:
                 body["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
-            opened = await backend._open_stream(self.seq_id, body)
+            opened = await backend.exchange.open_stream(self.seq_id, body)
             if isinstance(opened, str):  # a context-length refusal
                 n = backend._learn_context_limit(opened, len(self.context), n)
                 continue
@@ -166,13 +160,13 @@ class HTTPTokenStream(TokenStream):
                 except ServerError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - the connection failed mid-stream
-                    fault = f"{type(exc).__name__}: {backend._redact(exc)}"
+                    fault = f"{type(exc).__name__}: {backend.exchange.redact(exc)}"
                     finish = None
                 if fault:
-                    backend._stream_fault(fault)
+                    backend.exchange.count_fault(fault)
                     if not received:
                         attempt += 1
-                        await backend._stream_retry(self.seq_id, replica, attempt, fault)
+                        await backend.exchange.charge_retry(self.seq_id, replica, attempt, fault)
                         continue
                 choice = {"text": text, "finish_reason": finish or "length", "stop_reason": stop_reason}
                 if backend._id_readback == "return_token_ids":
