@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tessy import durable
+
 COLOURS = {
     "student-only": "#1f77b4", "teacher-only": "#ff7f0e", "tessy": "#2ca02c", "teacher-think": "#d62728",
     "teacher-answer": "#9467bd", "teacher-mix": "#8c564b", "teacher-score": "#e377c2",
@@ -215,7 +217,7 @@ def write_report(figures: dict[str, Any], folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files = _plots(figures, folder)
-    (folder / "analysis.json").write_text(json.dumps(figures, indent=1, ensure_ascii=False) + "\n")
+    durable.write_atomic(folder / "analysis.json", json.dumps(figures, indent=1, ensure_ascii=False) + "\n")
     rows = summary_rows(figures)
     table = "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in rows[0]) + "</tr>" + "".join(
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows[1:]) + "</table>"
@@ -239,5 +241,5 @@ text-align:left;font-size:.92em}}img{{max-width:100%;border:1px solid #eee}}</st
 <a href="analysis.json">analysis.json</a>.</p>{table}{''.join(sections)}</body></html>
 """
     path = folder / "report.html"
-    path.write_text(page)
+    durable.write_atomic(path, page)
     return path

@@ -31,6 +31,7 @@ import json
 import random
 from pathlib import Path
 
+from tessy import durable
 from tessy.predictors.base import BoundaryPredictor, SpanQuery, cut_index, fill_whitespace_verdicts, piece_bounds
 from tessy.predictor_training.config import EvalConfig
 from tessy.predictor_training.data import (char_mask, first_visible, parse_roles, pieces_of, range_labels,
@@ -204,7 +205,7 @@ async def evaluate_async(config: EvalConfig, predictors: dict[str, BoundaryPredi
     if config.output:
         path = Path(config.output)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2) + "\n")
+        durable.write_atomic(path, json.dumps(results, indent=2) + "\n")
     return results
 
 
