@@ -183,7 +183,7 @@ def finetune_all(size: Size, out: Path) -> None:
     pair = PAIRS[size.pair]
     for method in METHODS:
         target = out / "sft" / method
-        if (target / "metrics.json").exists():
+        if (target / "metrics.json").exists() and method not in missing_models(out):
             continue
         if not json.loads((out / "sft-data" / method / "export.json").read_text())["splits"].get("train"):
             # Nothing to learn from: this student is the base model (the table says it trained on 0 rows).
@@ -198,6 +198,17 @@ def finetune_all(size: Size, out: Path) -> None:
             max_length=size.sft_max_length, save_steps=size.save_steps, seed=0, logging_steps=1))
 
 
+def missing_models(out: Path) -> list[str]:
+    """Methods whose student was fine-tuned but whose weights are not here (they are never committed)."""
+    missing = []
+    for method in METHODS:
+        metrics = out / "sft" / method / "metrics.json"
+        if metrics.exists() and json.loads(metrics.read_text())["train_rows"] and \
+                not (out / "sft" / method / "config.json").exists():
+            missing.append(method)
+    return missing
+
+
 def own_responses(size: Size, out: Path) -> None:
     from tessy.runner import synthesize
 
@@ -209,6 +220,8 @@ def evaluate_all(size: Size, out: Path) -> None:
     from tessy.verify.evaluate import evaluate
 
     pair = PAIRS[size.pair]
+    if missing_models(out):  # never evaluate the base model in a fine-tuned student's place
+        raise RuntimeError(f"the fine-tuned weights of {', '.join(missing_models(out))} are missing in {out / 'sft'}")
     trained = {m: out / "sft" / m for m in METHODS}
     models = {"base": pair.student,
               **{m: str(path) if (path / "config.json").exists() else pair.student for m, path in trained.items()}}
@@ -344,6 +357,10 @@ def run(size: Size, out: Path) -> dict:
     stages.run("data", lambda: synthesize_all(size, out))
     stages.run("verify", lambda: verify_all(out))
     stages.run("export", lambda: export_all(out))
+    if "eval" not in stages.done and "sft" in stages.done and missing_models(out):
+        print(f"[sft] the fine-tuned weights of {', '.join(missing_models(out))} are not here (they are not "
+              "committed): training them again", flush=True)
+        del stages.done["sft"]
     stages.run("sft", lambda: finetune_all(size, out))
     stages.run("own", lambda: own_responses(size, out))
     stages.run("eval", lambda: evaluate_all(size, out))
