@@ -33,6 +33,7 @@ def test_demo_writes_valid_records_and_a_view_then_resumes(tmp_path):
         assert "\ufffd" not in record["messages"][-1]["content"]
     view = (tmp_path / "demo" / "view.html").read_text(encoding="utf-8")
     assert "HumanEval/0" in view and "HumanEval/1" in view
+    assert view.index("HumanEval/0") < view.index("HumanEval/1")  # in the prompts' order
     assert "view.html" in done.stdout and "records.jsonl" in done.stdout
 
     again = demo(tmp_path / "demo")

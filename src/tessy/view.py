@@ -19,7 +19,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from tessy import durable
 from tessy.records import summarize
@@ -223,10 +223,11 @@ def render_html(records: Iterable[dict], title: str = "tessy records") -> str:
 
 def write_view(records_path: str | os.PathLike, out_path: str | os.PathLike,
                title: str | None = None, limit: int | None = None,
-               warn: Callable[[str], None] | None = None) -> Path:
+               warn: Callable[[str], None] | None = None,
+               order: Callable[[dict], Any] | None = None) -> Path:
     """Render ``records_path`` (a records.jsonl or a run folder) to ``out_path``; return it.
 
-    ``limit`` keeps only the first N records. A line that cannot be shown is skipped with
+    ``limit`` keeps only the first N records; ``order`` (a sort key) sorts the ones shown. A line that cannot be shown is skipped with
     ``warn(message naming the line)`` (default: a logged warning). The page is written to a
     temporary file and renamed (`durable.write_atomic`), so a reader never sees half a page.
     """
@@ -238,6 +239,8 @@ def write_view(records_path: str | os.PathLike, out_path: str | os.PathLike,
         if limit is not None and len(recs) >= limit:
             break
         recs.append(r)
+    if order is not None:
+        recs.sort(key=order)
     page = render_html(recs, title=title or f"tessy: {src}")
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -165,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"in {shown['took_turns']} of {shown['samples']} samples both models wrote in the {shown['section']}; "
           f"teacher share {shown['teacher_share']:.1%} of all tokens; finish reasons: "
           + ", ".join(f"{k} {v}" for k, v in shown["finish_reasons"].items()))
-    view = write_view(records, folder / "view.html")
+    position = {row["id"]: index for index, row in enumerate(map(json.loads, prompts.open(encoding="utf-8")))}
+    view = write_view(records, folder / "view.html", order=lambda r: position.get(r["id"], len(position)))
     print(f"records: {records}")
     print(f"view:    {view}  (open it in a browser: teacher and student spans in two colours)")
     return exit_code(report, args.problems, config.max_attempts)
