@@ -147,6 +147,7 @@ def summarize(records: list[dict]) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from tessy.cli.synthesize import exit_code, print_report
+    from tessy.records import read_records
     from tessy.runner import synthesize
     from tessy.view import write_view
 
@@ -158,14 +159,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"student: {config.student.model}, teacher: {config.teacher.model}, predictors: lexicon{voices}, CPU")
     report = synthesize(config)
     print_report(report)
-    from tessy.records import read_records
-
     records = folder / "run" / "records.jsonl"
     shown = summarize(list(read_records(records)))
     print(f"in {shown['took_turns']} of {shown['samples']} samples both models wrote in the {shown['section']}; "
           f"teacher share {shown['teacher_share']:.1%} of all tokens; finish reasons: "
           + ", ".join(f"{k} {v}" for k, v in shown["finish_reasons"].items()))
-    position = {row["id"]: index for index, row in enumerate(map(json.loads, prompts.open(encoding="utf-8")))}
+    lines = prompts.read_text(encoding="utf-8").splitlines()
+    position = {json.loads(line)["id"]: index for index, line in enumerate(lines)}  # the view in the prompts' order
     view = write_view(records, folder / "view.html", order=lambda r: position.get(r["id"], len(position)))
     print(f"records: {records}")
     print(f"view:    {view}  (open it in a browser: teacher and student spans in two colours)")
