@@ -46,6 +46,8 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from tessy import durable
+
 HERE = Path(__file__).resolve().parent
 METHODS = ("student-only", "teacher-only", "tessy")
 STUDENTS = ("base",) + METHODS
@@ -101,8 +103,6 @@ class Stages:
         work()
         self.done[name] = {"wall_s": round(time.monotonic() - started, 1),
                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        from tessy import durable
-
         durable.write_atomic(self.path, json.dumps(self.done, indent=2) + "\n")
         print(f"[{name}] done in {self.done[name]['wall_s']} s", flush=True)
 
@@ -135,8 +135,6 @@ def make_prompts(size: Size, out: Path) -> None:
     fresh = [row for row in read_jsonl(pool) if row["question"] not in seen][:size.heldout]
     if len(fresh) < size.heldout:
         raise RuntimeError(f"only {len(fresh)} held-out {size.task} problems differ from the training ones")
-    from tessy import durable
-
     for name, rows in (("heldout", fresh), ("own", fresh[:size.own])):
         durable.write_atomic(out / "prompts" / f"{name}.jsonl",
                              "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
@@ -187,8 +185,6 @@ def finetune_all(size: Size, out: Path) -> None:
             continue
         if not json.loads((out / "sft-data" / method / "export.json").read_text())["splits"].get("train"):
             # Nothing to learn from: this student is the base model (the table says it trained on 0 rows).
-            from tessy import durable
-
             target.mkdir(parents=True, exist_ok=True)
             durable.write_atomic(target / "metrics.json", json.dumps({"train_rows": 0, "steps": 0}) + "\n")
             continue
@@ -293,8 +289,6 @@ def report(size: Size, out: Path, stages: Stages) -> dict:
               "data": {m: data_summary(out, m) for m in METHODS}, "students": rows,
               "own_responses": len(read_jsonl(out / "own" / "records.jsonl")),
               "stages": stages.done}
-    from tessy import durable
-
     durable.write_atomic(out / "table1.json", json.dumps(result, indent=2) + "\n")
     durable.write_atomic(out / "table1.md", markdown(result))
     plot(result, out / "table1.png")
