@@ -272,8 +272,20 @@ def test_evaluate_accuracy_and_drift_on_a_tiny_student(tmp_path, smol_tokenizer,
     assert rows["a"]["own_nll"]["responses"] == 3 and rows["a"]["own_nll"]["nll_per_token"] > 0
     assert rows["a"]["own_nll"] == rows["b"]["own_nll"]  # same weights, same score
     answers = [json.loads(x) for x in (tmp_path / "eval" / "a" / "records.jsonl").read_text().splitlines()]
-    assert [a["id"] for a in answers] == ["h0", "h1", "h2"]
+    assert sorted(a["id"] for a in answers) == ["h0", "h1", "h2"]  # appended as each answer ends
     assert all(a["totals"]["tokens_student"] <= 6 and a["messages"][-1]["role"] == "assistant" for a in answers)
+    # The shared-prefix, continuously batched decode gives what transformers' own greedy generate gives.
+    from tessy.formats import get_format
+
+    lm = AutoModelForCausalLM.from_pretrained(tiny).eval()
+    fmt = get_format("auto", smol_tokenizer)
+    for a in answers:
+        ids = fmt.prompt_ids(smol_tokenizer, a["messages"][:-1])
+        with torch.inference_mode():
+            row = lm.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False,
+                              eos_token_id=sorted(fmt.stop_token_ids(smol_tokenizer)))[0, len(ids):].tolist()
+        row = [t for t in row if t not in fmt.stop_token_ids(smol_tokenizer)]
+        assert a["messages"][-1]["content"] == smol_tokenizer.decode(row, skip_special_tokens=False)
     # A rerun generates nothing new and judges nothing again.
     evaluate({"a": str(tiny)}, problems, "math", tmp_path / "eval", max_new_tokens=6)
     assert (tmp_path / "eval" / "a" / "records.jsonl").read_text().count("\n") == 3

@@ -1,7 +1,7 @@
 """Evaluate students (a base and its fine-tunes) on held-out problems: accuracy and NLL drift.
 
 For each named model, `evaluate` generates one greedy response per held-out problem (its chat
-template, batched with left padding, at most ``max_new_tokens``), writes them as records in
+template, continuous batching over a shared prompt prefix, at most ``max_new_tokens``), writes them as records in
 ``OUT/<name>/records.jsonl`` (append-only; a rerun generates only the ids not there yet), judges
 them with a verifier (`tessy.verify.verify_run`, verdicts beside them), and, when a run of the
 base student's own responses is given, scores those responses with each model
@@ -45,12 +45,16 @@ def generate_answers(model: str, problems: list[dict], folder: Path, max_new_tok
     """Greedy responses of `model` to `problems`, as records in `folder/records.jsonl`.
 
     With a `voice` (`tessy.voices`) the model sees its preamble before each prompt, as it did
-    when it wrote data; the records keep the plain prompt."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    when it wrote data; the records keep the plain prompt. Decoding runs on the in-process
+    backend (`tessy.backends.hf`): continuous batching of `batch_size` rows, and the prompts'
+    common start (the voice and the template's head) computed once and shared. Each record is
+    appended as soon as its answer ends."""
+    import asyncio
 
+    from tessy.backends.base import SamplingParams
+    from tessy.backends.hf import HFBackend
+    from tessy.backends.hf_cache import common_prefix
     from tessy.formats import get_format
-    from tessy.models import resolve_model
     from tessy.voices import load_voice, with_voice
 
     preamble = load_voice(voice)
@@ -65,40 +69,52 @@ def generate_answers(model: str, problems: list[dict], folder: Path, max_new_tok
     todo = [p for p in problems if p["id"] not in done]
     if not todo:
         return path
-    resolved = resolve_model(model)
-    tokenizer = AutoTokenizer.from_pretrained(resolved)
+    backend = HFBackend(model, max_batch=batch_size)
+    tokenizer = backend.tokenizer
     fmt = get_format(chat_format, tokenizer)
-    lm = AutoModelForCausalLM.from_pretrained(resolved, dtype=torch.float32).eval()
-    stop = sorted(fmt.stop_token_ids(tokenizer))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
+    stop = frozenset(fmt.stop_token_ids(tokenizer))
+    prompts = {p["id"]: fmt.prompt_ids(tokenizer, with_voice(preamble, p["messages"])) for p in todo}
+    shared = min(len(ids) for ids in prompts.values()) - 1
+    for ids in prompts.values():
+        shared = min(shared, common_prefix(prompts[todo[0]["id"]], ids))
+    if len(todo) > 1:
+        backend.share_prefix(prompts[todo[0]["id"]][:shared])
+    greedy = SamplingParams(temperature=0.0, seed=0)
+
+    async def answer(problem: dict) -> tuple[dict, list[int], str]:
+        generation = await backend.generate(problem["id"], prompts[problem["id"]], max_new_tokens, greedy, stop)
+        backend.release(problem["id"])
+        return problem, generation.token_ids, generation.finish_reason
+
+    async def run_all(out: int) -> None:
+        try:
+            for finished in asyncio.as_completed([answer(p) for p in todo]):
+                problem, tokens, finish = await finished
+                tokens = [t for t in tokens if t not in stop]  # the end-of-turn token is not text
+                durable.append(out, (json.dumps(_answer_record(model, fmt.name, problem, tokenizer.decode(
+                    tokens, skip_special_tokens=False), len(tokens), finish), ensure_ascii=False) + "\n")
+                    .encode("utf-8"), path)
+        finally:
+            await backend.aclose()
+
     out = durable.open_append(path)
     try:
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start:start + batch_size]
-            prompts = [fmt.prompt_ids(tokenizer, with_voice(preamble, p["messages"])) for p in batch]
-            width = max(map(len, prompts))
-            ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-            with torch.inference_mode():
-                generated = lm.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                        do_sample=False, eos_token_id=stop, pad_token_id=pad)
-            for problem, row in zip(batch, generated[:, width:].tolist()):
-                ended = next((i for i, t in enumerate(row) if t in stop), None)
-                tokens = row[:ended] if ended is not None else row
-                text = tokenizer.decode(tokens, skip_special_tokens=False)
-                record = {"id": problem["id"], "method": "eval",
-                          "messages": problem["messages"] + [{"role": "assistant", "content": text}],
-                          "spans": [{"role": "student", "section": "response", "text": text,
-                                     "tokens_student": len(tokens), "tokens_own": len(tokens),
-                                     "generated": len(tokens), "discarded": 0, "forced": False}],
-                          "totals": {"spans": 1, "tokens_student": len(tokens), "teacher_tokens_student": 0,
-                                     "teacher_share": 0.0, "generated": len(tokens), "discarded": 0},
-                          "finish_reason": "stop" if ended is not None else "length",
-                          "models": {"student": {"model": model, "format": fmt.name, "predictor": None}}}
-                durable.append(out, (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"), path)
+        asyncio.run(run_all(out))
     finally:
         os.close(out)
     return path
+
+
+def _answer_record(model: str, format_name: str, problem: dict, text: str, tokens: int, finish: str) -> dict:
+    return {"id": problem["id"], "method": "eval",
+            "messages": problem["messages"] + [{"role": "assistant", "content": text}],
+            "spans": [{"role": "student", "section": "response", "text": text,
+                       "tokens_student": tokens, "tokens_own": tokens,
+                       "generated": tokens, "discarded": 0, "forced": False}],
+            "totals": {"spans": 1, "tokens_student": tokens, "teacher_tokens_student": 0,
+                       "teacher_share": 0.0, "generated": tokens, "discarded": 0},
+            "finish_reason": "stop" if finish == "stop" else "length",
+            "models": {"student": {"model": model, "format": format_name, "predictor": None}}}
 
 
 def own_nll(model: str, records: list[dict], chat_format: str = "auto", max_response_tokens: int = 512,
