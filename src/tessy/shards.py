@@ -14,6 +14,11 @@ Owns what `--shard I/N` means and `tessy merge`:
   `.lock` (a running shard is refused), writes into a temporary folder beside OUT and renames it
   into place under OUT's `.lock` (`durable.new_folder`): OUT is complete or untouched. An existing OUT is replaced only with `overwrite`.
 
+Progress: `owned_rows` counts the input rows a shard owns (the total a shard's synthesize bar needs;
+`tessy.runner` gives a shard's bar no total so far), `shards_bar` is a bar over a run's shards (total and ETA) for whatever runs
+them, and `merge_runs` shows one over the folders it reads; every bar is on stderr and only on a
+terminal unless asked for (`tessy.progress`), so no file's content changes with it.
+
 A merged folder's run.json is the first folder's with `shard` emptied, `output` set to OUT, and
 `merged_from` listing each folder, its shard and counts; `shards_missing` lists the shards of
 the count not given (the merge goes on: rerun those, then merge again).
@@ -27,7 +32,7 @@ import os
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterable, Iterator
 
 from tessy import durable
 from tessy.store import FAILURES_FILE, LOCK_FILE, RECORDS_FILE, REJECTS_FILE, RUN_FILE, iter_jsonl
@@ -69,6 +74,27 @@ def shard_of(key: str, count: int) -> int:
 def row_key(sample_id: str | None, line: int) -> str:
     """What a row is sharded by: its id, or its line number when it has none (a malformed line)."""
     return sample_id if sample_id is not None else f"line:{line}"
+
+
+def owned_rows(items: Iterable[Any], shard: Shard | str, limit: int | None = None) -> int:
+    """How many of `items` (`tessy.inputs.read_prompts`' PromptItems and Rejects) `shard` owns:
+    the total of its progress bar. With `limit`, only the first `limit` rows count (a run's
+    ``--limit`` is over the whole input, every shard reading the same first rows)."""
+    shard = parse_shard(shard) if isinstance(shard, str) else shard
+    owned = 0
+    for seen, item in enumerate(items):
+        if limit and seen >= limit:
+            break
+        owned += shard.owns(row_key(getattr(item, "id", None), item.line))
+    return owned
+
+
+def shards_bar(count: int, show: bool | None = None, desc: str = "shards", done: int = 0) -> Any:
+    """A bar on stderr over the `count` shards of a run (total, rate, ETA); `tessy.progress.bar`'s
+    rule for ``show`` (None: only on a terminal). For a driver that runs shards, and for merge."""
+    from tessy.progress import bar
+
+    return bar(count, desc, "shard", show, initial=done)
 
 
 # ---------------------------------------------------------------------------- merge
@@ -132,8 +158,10 @@ def _read(path: Path) -> list[dict]:
     return [obj for _, obj in iter_jsonl(path)] if path.exists() else []
 
 
-def merge_runs(folders: list[str | os.PathLike], out: str | os.PathLike, overwrite: bool = False) -> MergeReport:
-    """Join the run folders `folders` into the run folder `out` (see the module docstring)."""
+def merge_runs(folders: list[str | os.PathLike], out: str | os.PathLike, overwrite: bool = False,
+               show_progress: bool | None = None) -> MergeReport:
+    """Join the run folders `folders` into the run folder `out` (see the module docstring); a bar
+    on stderr (`shards_bar`; None: only on a terminal) counts the folders read, with an ETA."""
     from tessy import __version__
 
     paths = [Path(f) for f in folders]
@@ -180,6 +208,7 @@ def merge_runs(folders: list[str | os.PathLike], out: str | os.PathLike, overwri
         ids: dict[str, Path] = {}
         joined: dict[str, list[dict]] = {name: [] for name in RUN_FILES}
         merged_from = []
+        shown = stack.enter_context(shards_bar(len(paths), show_progress, desc="merge"))  # closed on an error too
         for path, info, shards in zip(paths, infos, held):
             records = _read(path / RECORDS_FILE)
             for number, record in enumerate(records, 1):
@@ -200,6 +229,9 @@ def merge_runs(folders: list[str | os.PathLike], out: str | os.PathLike, overwri
             joined[REJECTS_FILE] += rejects
             merged_from.append({"folder": str(path), "shard": ",".join(map(str, shards)),
                                 "records": len(records), "failures": len(failures), "rejects": len(rejects)})
+            shown.set_postfix(records=len(joined[RECORDS_FILE]), refresh=False)
+            shown.update(1)
+        shown.close()
         joined[REJECTS_FILE].sort(key=lambda r: (r.get("line") if isinstance(r.get("line"), int) else 0))
         verdicts: dict[str, list[dict]] = {}
         for path in paths:

@@ -1,7 +1,9 @@
 """`tessy eval --model NAME=PATH... --problems FILE --with VERIFIER`: accuracy and NLL drift of students.
 
 Thin over `tessy.verify.evaluate.evaluate`: greedy answers to held-out problems, judged by a
-verifier, and (with ``--own RUN``) each model's NLL of the base student's own responses.
+verifier, and (with ``--own RUN``) each model's NLL of the base student's own responses. Per
+model, progress bars on stderr count the problems answered and judged, with their ETA, when stderr
+is a terminal (``--no-progress`` hides them).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default="auto", help="Chat format of the models (default: auto).")
     parser.add_argument("--voice", default="", help="The student's voice (tessy.voices), seen before every prompt as "
                                                     "when it wrote data and was fine-tuned (default: none).")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="Hide the progress bars (they show only when stderr is a terminal).")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         models[name] = path
     rows = evaluate(models, args.problems, args.verifier, args.output, own_responses=args.own,
                     max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, limit=args.limit,
-                    chat_format=args.format, voice=args.voice)
+                    chat_format=args.format, voice=args.voice,
+                    show_progress=False if args.no_progress else None)
     print(format_table(rows))
     print(f"details: {args.output}/eval.json")
     return 0

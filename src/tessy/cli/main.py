@@ -1,7 +1,7 @@
 """`tessy` entry point: parses the command name and hands over to that command's module.
 
 Command modules are imported only when chosen, and they import torch/transformers only when they
-run, so `tessy --help` stays fast.
+run, so `tessy --help` stays fast. `tessy --version` prints the package's version (`tessy.__version__`).
 
 Exit codes (the same for every command; `EXIT_CODES`): 0 done; 2 the command could not run or
 stopped (a bad flag or setting, an unusable input, a file-system error, an unreachable server),
@@ -17,6 +17,8 @@ import errno
 import importlib
 import logging
 import sys
+
+from tessy import __version__
 
 EXIT_OK, EXIT_ERROR, EXIT_UNFINISHED, EXIT_INTERRUPTED = 0, 2, 3, 130
 EXIT_CODES = (
@@ -84,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Teacher-student cooperative data synthesis (TESSY) for reasoning models.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="Log debug messages.")
+    parser.add_argument("--version", action="version", version=f"tessy {__version__}",
+                        help="Print tessy's version and exit.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)

@@ -1,7 +1,8 @@
 """`tessy verify RUN... --with VERIFIER`: a verdict per record in RUN/verdicts-VERIFIER.jsonl.
 
 Thin over `tessy.verify.verify_run`; records are never rewritten, and a rerun judges only the
-responses without a verdict (exactly-once, like synthesize).
+responses without a verdict (exactly-once, like synthesize). A progress bar on stderr counts the
+records to judge, with its ETA, when stderr is a terminal (``--no-progress`` hides it).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="reasoning-gym score that counts as a pass (default 1.0).")
     parser.add_argument("--workers", type=int, default=2, help="Records judged at once (default 2).")
     parser.add_argument("--redo-errors", action="store_true", help="Judge again responses whose verdict was error.")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="Hide the progress bar (it shows only when stderr is a terminal).")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     for path in args.runs:
         result = verify_run(path, args.verifier, problems=args.problems, id_field=args.id_field,
                             workers=args.workers, redo_errors=args.redo_errors, timeout=args.timeout,
-                            min_score=args.min_score)
+                            min_score=args.min_score, show_progress=False if args.no_progress else None,
+                            desc=f"verify {path}" if len(args.runs) > 1 else None)
         judged = result["judged"] + result["already"]
         rate = result["pass"] / result["judged"] if result["judged"] else None
         print(f"{path}: {result['verifier']} judged {result['judged']} new ({result['already']} already done): "

@@ -92,9 +92,15 @@ def _run_input(run) -> tuple[Path | None, str | None]:
 
 def verify_run(run_path: str | Path, verifier_name: str, problems: str | Path | None = None,
                id_field: str | None = None, workers: int = 1, redo_errors: bool = False,
-               progress: Callable[[dict], None] | None = None, **options: Any) -> dict[str, Any]:
-    """Judge the records of one run that have no verdict yet; return counts and the side file."""
+               progress: Callable[[dict], None] | None = None, show_progress: bool | None = None,
+               desc: str | None = None, **options: Any) -> dict[str, Any]:
+    """Judge the records of one run that have no verdict yet; return counts and the side file.
+
+    ``progress(line)`` is called after each verdict is written; ``show_progress`` draws a bar on
+    stderr counting the records to judge (`tessy.progress.bar`: None, only on a terminal),
+    labelled ``desc`` (default ``verify VERIFIER``)."""
     from tessy.export.runs import load_run, response_hash
+    from tessy.progress import bar
     from tessy.verify.store import VerdictWriter
 
     run = load_run(run_path)
@@ -132,10 +138,13 @@ def verify_run(run_path: str | Path, verifier_name: str, problems: str | Path | 
                 log.exception("verifier %s failed on %s", name, key[0])
                 return key, Verdict("error", detail=f"verifier raised {exc!r}")
 
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
+                bar(len(todo), desc or f"verify {name}", "record", show_progress if todo else False) as shown:
             for (record_id, digest), verdict in pool.map(judge, todo):
                 line = out.write(record_id, digest, verdict.to_dict())
                 counts[verdict.status] += 1
+                shown.set_postfix({s: counts[s] for s in STATUSES}, refresh=False)
+                shown.update(1)
                 if progress:
                     progress(line)
     return {"verifier": name, "file": str(out.path), "judged": sum(counts[s] for s in STATUSES),

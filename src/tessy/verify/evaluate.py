@@ -18,9 +18,24 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from tessy import durable
+
+
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """No transformers progress bar ("Loading weights") while a model loads: eval's bars are its own."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def _problems_rows(path: Path, limit: int | None) -> list[dict]:
@@ -41,20 +56,23 @@ def _problems_rows(path: Path, limit: int | None) -> list[dict]:
 
 
 def generate_answers(model: str, problems: list[dict], folder: Path, max_new_tokens: int = 256,
-                     batch_size: int = 8, chat_format: str = "auto", voice: str = "") -> Path:
+                     batch_size: int = 8, chat_format: str = "auto", voice: str = "",
+                     show_progress: bool | None = None, desc: str = "answer") -> Path:
     """Greedy responses of `model` to `problems`, as records in `folder/records.jsonl`.
 
     With a `voice` (`tessy.voices`) the model sees its preamble before each prompt, as it did
     when it wrote data; the records keep the plain prompt. Decoding runs on the in-process
     backend (`tessy.backends.hf`): continuous batching of `batch_size` rows, and the prompts'
     common start (the voice and the template's head) computed once and shared. Each record is
-    appended as soon as its answer ends."""
+    appended as soon as its answer ends; ``show_progress`` draws a bar on stderr counting the
+    problems answered (`tessy.progress.bar`: None, only on a terminal)."""
     import asyncio
 
     from tessy.backends.base import SamplingParams
     from tessy.backends.hf import HFBackend
     from tessy.backends.hf_cache import common_prefix
     from tessy.formats import get_format
+    from tessy.progress import bar
     from tessy.voices import load_voice, with_voice
 
     preamble = load_voice(voice)
@@ -69,7 +87,8 @@ def generate_answers(model: str, problems: list[dict], folder: Path, max_new_tok
     todo = [p for p in problems if p["id"] not in done]
     if not todo:
         return path
-    backend = HFBackend(model, max_batch=batch_size)
+    with _quiet_loading():
+        backend = HFBackend(model, max_batch=batch_size)
     tokenizer = backend.tokenizer
     fmt = get_format(chat_format, tokenizer)
     stop = frozenset(fmt.stop_token_ids(tokenizer))
@@ -86,7 +105,7 @@ def generate_answers(model: str, problems: list[dict], folder: Path, max_new_tok
         backend.release(problem["id"])
         return problem, generation.token_ids, generation.finish_reason
 
-    async def run_all(out: int) -> None:
+    async def run_all(out: int, shown: Any) -> None:
         try:
             for finished in asyncio.as_completed([answer(p) for p in todo]):
                 problem, tokens, finish = await finished
@@ -94,12 +113,14 @@ def generate_answers(model: str, problems: list[dict], folder: Path, max_new_tok
                 durable.append(out, (json.dumps(_answer_record(model, fmt.name, problem, tokenizer.decode(
                     tokens, skip_special_tokens=False), len(tokens), finish), ensure_ascii=False) + "\n")
                     .encode("utf-8"), path)
+                shown.update(1)
         finally:
             await backend.aclose()
 
     out = durable.open_append(path)
     try:
-        asyncio.run(run_all(out))
+        with bar(len(problems), desc, "problem", show_progress, initial=len(problems) - len(todo)) as shown:
+            asyncio.run(run_all(out, shown))
     finally:
         os.close(out)
     return path
@@ -127,7 +148,9 @@ def own_nll(model: str, records: list[dict], chat_format: str = "auto", max_resp
     preamble = load_voice(voice)
     if preamble:
         records = [{**r, "messages": with_voice(preamble, r["messages"][:-1]) + r["messages"][-1:]} for r in records]
-    scored = StudentScorer(model, chat_format, max_response_tokens=max_response_tokens).score(records)
+    with _quiet_loading():
+        scorer = StudentScorer(model, chat_format, max_response_tokens=max_response_tokens)
+    scored = scorer.score(records)
     tokens = sum(s.tokens for s in scored)
     return {"nll_per_token": sum(s.nll_sum for s in scored) / tokens if tokens else None,
             "responses": len(scored), "tokens": tokens}
@@ -136,7 +159,10 @@ def own_nll(model: str, records: list[dict], chat_format: str = "auto", max_resp
 def evaluate(models: dict[str, str], problems: str | Path, verifier: str, output: str | Path,
              own_responses: str | Path | None = None, max_new_tokens: int = 256, batch_size: int = 8,
              limit: int | None = None, chat_format: str = "auto", voice: str = "",
-             **verifier_options: Any) -> list[dict]:
+             show_progress: bool | None = None, **verifier_options: Any) -> list[dict]:
+    """One row per model of `models` (name -> path), as the module docstring says; with
+    ``show_progress`` (None: only on a terminal) a bar per model on stderr counts the problems
+    answered, then another the answers judged."""
     from tessy.export.runs import load_run
     from tessy.verify import verify_run
 
@@ -149,8 +175,10 @@ def evaluate(models: dict[str, str], problems: str | Path, verifier: str, output
     table = []
     for name, spec in models.items():
         folder = output / name
-        generate_answers(spec, rows_in, folder, max_new_tokens, batch_size, chat_format, voice)
-        result = verify_run(folder, verifier, problems=problems, **verifier_options)
+        generate_answers(spec, rows_in, folder, max_new_tokens, batch_size, chat_format, voice,
+                         show_progress=show_progress, desc=f"eval {name}: answer")
+        result = verify_run(folder, verifier, problems=problems, show_progress=show_progress,
+                            desc=f"eval {name}: verify", **verifier_options)
         verdicts = [json.loads(line) for line in Path(result["file"]).read_text().splitlines() if line.strip()]
         passed = sum(v["status"] == "pass" for v in verdicts)
         row = {"model": name, "path": spec, "problems": len(verdicts), "passed": passed,
