@@ -99,8 +99,9 @@ def test_view_command_writes_page_beside_records(tmp_path, smol_tokenizer, gemma
     synthesize(config, engine=scripted_engine(smol_tokenizer, gemma_tokenizer))
     assert main(["view", str(out)]) == 0
     page = (out / "view.html").read_text()
-    assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page
-    assert 'class="span teacher' in page and 'class="span student' in page
+    # The id travels as JSON with every "<" escaped, and is drawn as text, never as markup.
+    assert "\\u003cb>x\\u003c/b>" in page and "<b>x</b>" not in page
+    assert '"teacher"' in page and '"student"' in page  # the spans' roles, coloured by the page's script
     assert main(["view", str(tmp_path / "missing")]) == 2  # a clear error, not a traceback
 
 

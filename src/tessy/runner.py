@@ -168,7 +168,7 @@ async def synthesize_async(config: SynthesizeConfig, engine: Engine | None = Non
     from tessy.inputs import count_prompts, input_options, read_prompts
     from tessy.records import validate_record
     from tessy.secrets import redact_config
-    from tessy.shards import parse_shard
+    from tessy.shards import owned_rows, parse_shard
     from tessy.journal import Journal
     from tessy.store import RunOutput, config_fingerprint
 
@@ -196,9 +196,11 @@ async def synthesize_async(config: SynthesizeConfig, engine: Engine | None = Non
         if config.method == "tessy":  # only the cooperative loop is journaled
             journal = Journal(config.output, fingerprint, output.done_ids, config.journal_sync_s, config.overwrite)
             engine.observer = journal
-        if config.limit:
+        if shard:  # the rows this shard owns: one more pass over the input (only when a bar is shown)
+            total = owned_rows(read_prompts(config.input, **options), shard, config.limit) if config.progress else None
+        elif config.limit:
             total = min(total, config.limit)
-        progress = _Progress(config.progress, None if shard else total, engine)  # a shard's size is unknown
+        progress = _Progress(config.progress, total, engine)
         pipeline = Pipeline(config, engine, Books(output, journal), fingerprint, report,
                             notify=lambda: progress.update(report), shard=shard)
         await _schedule(config, items, pipeline, journal, progress)
