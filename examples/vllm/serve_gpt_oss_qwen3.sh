@@ -16,11 +16,11 @@ KEY_ARGS=()
 
 CUDA_VISIBLE_DEVICES=${TEACHER_GPUS:-0} nohup vllm serve openai/gpt-oss-120b \
     --served-model-name gpt-oss-120b --port "$TEACHER_PORT" \
-    --enable-prefix-caching --max-model-len "$MAX_LEN" --gpu-memory-utilization 0.92 \
+    --enable-prefix-caching --enable-prompt-tokens-details --max-model-len "$MAX_LEN" --gpu-memory-utilization 0.92 \
     "${KEY_ARGS[@]}" >"$LOGS/teacher.log" 2>&1 &
 CUDA_VISIBLE_DEVICES=${STUDENT_GPUS:-1} nohup vllm serve Qwen/Qwen3-8B \
     --served-model-name qwen3-8b --port "$STUDENT_PORT" \
-    --enable-prefix-caching --max-model-len "$MAX_LEN" --gpu-memory-utilization 0.92 \
+    --enable-prefix-caching --enable-prompt-tokens-details --max-model-len "$MAX_LEN" --gpu-memory-utilization 0.92 \
     "${KEY_ARGS[@]}" >"$LOGS/student.log" 2>&1 &
 
 for port in "$TEACHER_PORT" "$STUDENT_PORT"; do
