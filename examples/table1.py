@@ -144,8 +144,11 @@ def make_prompts(size: Size, out: Path) -> None:
 def synth_config(size: Size, prompts: Path, output: Path, method: str):
     from tessy.cli.demo import pair_config
 
+    # One batch in flight (not every prompt): the records land as they finish, so a run killed
+    # part-way loses at most one batch's work (a record is written whole, at its end).
     return pair_config(size.pair, prompts, output, method=method, max_tokens=size.max_tokens,
-                       max_answer_tokens=size.max_answer_tokens, max_batch=size.max_batch, progress=False)
+                       max_answer_tokens=size.max_answer_tokens, max_batch=size.max_batch,
+                       concurrency=size.max_batch, progress=False)
 
 
 def synthesize_all(size: Size, out: Path) -> None:

@@ -91,9 +91,9 @@ def write_prompts(path: Path, count: int) -> Path:
 
 def pair_config(pair_name: str, prompts: Path, output: Path, *, method: str = "tessy", max_tokens: int | None = None,
                 max_answer_tokens: int | None = None, max_batch: int | None = None,
-                progress: bool = True) -> "SynthesizeConfig":
-    """The validated synthesize config of the named pair over `prompts` (all of them in flight at
-    once), writing to `output`; budgets default to the pair's."""
+                concurrency: int | None = None, progress: bool = True) -> "SynthesizeConfig":
+    """The validated synthesize config of the named pair over `prompts` (by default all of them in
+    flight at once), writing to `output`; budgets default to the pair's."""
     from tessy.config import ModelConfig, SynthesizeConfig
     from tessy.settings import validate
 
@@ -107,7 +107,7 @@ def pair_config(pair_name: str, prompts: Path, output: Path, *, method: str = "t
         output=str(output),
         method=method,
         max_tokens=max_tokens,
-        concurrency=sum(1 for _ in prompts.open(encoding="utf-8")),
+        concurrency=concurrency or sum(1 for _ in prompts.open(encoding="utf-8")),
         progress=progress,
         student=ModelConfig(model=pair.student, format=pair.format, voice=pair.student_voice, **batch),
         teacher=ModelConfig(model=pair.teacher, format=pair.format, voice=pair.teacher_voice, **batch),
