@@ -3,11 +3,15 @@
 The servers are the fake vLLM-shaped server (tests/fake_openai_server.py), each in its own
 process and answering at once, so every second measured is the client's (and the engine's).
 
-1. clients: 256 samples in flight against one server, each a loop of `generate` calls whose
-   context grows by 20 tokens a step as TESSY's does; steps (requests answered) per second, for
-   the hand-written HTTP/1.1 client (`backends/http1.py`), httpx as the backend uses it for https
-   (one-connection clients in a free list) and httpx as one pooled client. The project keeps
-   `http1` only while it is at least 2x faster than the better httpx way.
+1. clients: 256 samples in flight against one server, each a loop of requests whose context grows
+   by the 20 ids each answer returns, as TESSY's does; the client CPU (this process) per request,
+   median of `--rounds`, for the backend's client (`backends/openai/client.py`, on aiohttp),
+   aiohttp used plainly, httpx (one-connection clients in a free list, as the backend once used it
+   for https; and one pooled client), and the hand-written HTTP/1.1 client the backend had before
+   (read from git history, `--http1-rev`), and the same loop without a client ("none": answers
+   made in process), the work every client's figure includes. The rule (issue 25): a hand-written
+   client is kept only at 2x less CPU per request than the best library. Then the same loops through the backend's
+   `generate` (bodies, parsing and accounting on top of the client).
 2. engine: TESSY end to end over HTTP (`runner.synthesize`, backend "openai" for both roles,
    SmolLM2 student and Gemma teacher tokenizers, lexicon predictors), 256 samples in flight;
    engine steps per second, from the records.
@@ -26,6 +30,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,58 +65,202 @@ def fake_servers(*specs: dict):
             proc.wait()
 
 
-CLIENTS = ("http1", "httpx", "httpx-pool")
+#: The clients compared: the backend's own (`client.HTTPClient`, on aiohttp), aiohttp used plainly,
+#: httpx as the backend used it for https (one-connection clients in a free list) and as one pooled
+#: client, and the hand-written HTTP/1.1 client the backend had before (read from git history).
+CLIENTS = ("tessy", "aiohttp", "httpx", "httpx-pool", "http1", "none")
+#: The last commit that had the hand-written client (`git show REV:src/tessy/backends/http1.py`).
+HTTP1_REV = "439c26b"
 
 
-def bench_client(samples: int, steps: int, client: str = "http1") -> dict:
-    """`client`: "http1" (the backend's client for plain http), "httpx" (what it uses for https and
-    proxies: a free list of one-connection `httpx.AsyncClient`s) or "httpx-pool" (one
-    `httpx.AsyncClient` per replica whose pool holds `samples` connections, httpx's usual use)."""
-    from tessy.backends.base import SamplingParams
-    from tessy.backends.openai import OpenAIHTTPBackend, replicas as replicas_module
-    from tessy.models import load_tokenizer
+def request_body(context: list[int]) -> bytes:
+    """A request as the backend sends one (token-id prompt, exact ids back)."""
+    return json.dumps({"model": "student", "prompt": context, "max_tokens": 20, "temperature": 1.0, "top_p": 1.0,
+                       "seed": 1, "stop_token_ids": [2], "skip_special_tokens": False,
+                       "spaces_between_special_tokens": False, "return_token_ids": True},
+                      separators=(",", ":")).encode()
 
-    tokenizer = load_tokenizer("smollm2-135m-instruct")
-    with fake_servers({"model": "student"}) as (url,):
-        backend = OpenAIHTTPBackend("smollm2-135m-instruct", url, role="student", tokenizer=tokenizer,
-                                    max_in_flight=samples)
-        direct = replicas_module.direct_http
-        if client != "http1":  # as for an https server
-            replicas_module.direct_http = lambda u: False
-        if client == "httpx-pool":
-            import httpx
 
-            pool = httpx.AsyncClient(base_url=url, headers=backend._headers,
-                                     limits=httpx.Limits(max_connections=samples, max_keepalive_connections=samples),
-                                     timeout=httpx.Timeout(600.0))
-            backend.replicas.take = lambda replica: pool
-            backend.replicas.give_back = lambda replica, connection: None
-            backend.replicas.discard = lambda connection: None  # httpcore closes a broken connection itself
+def load_http1(rev: str):
+    """The former hand-written client as a module, from `rev` (None when git cannot show it)."""
+    import types
+
+    try:
+        source = subprocess.run(["git", "show", f"{rev}:src/tessy/backends/http1.py"], cwd=ROOT, check=True,
+                                capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    module = types.ModuleType("http1_former")
+    exec(compile(source, "http1_former.py", "exec"), module.__dict__)
+    return module
+
+
+async def make_post(client: str, url: str, samples: int, http1=None):
+    """(post(payload) -> (status, body bytes), close()) for `client`; "none" answers in process
+    (answers made once per prompt length, as the fake server shapes them): the loop's own work
+    (bodies, parsing, task switches) without any client, to subtract."""
+    if client == "none":
+        answers: dict[int, bytes] = {}
+
+        async def post(payload):
+            await asyncio.sleep(0)
+            prompt = json.loads(payload)["prompt"] if len(payload) not in answers else None
+            if prompt is not None:
+                ids = [100 + (len(prompt) + i) % 20 for i in range(20)]
+                answers[len(payload)] = json.dumps({
+                    "id": "cmpl-1", "object": "text_completion", "created": 0, "model": "student",
+                    "choices": [{"index": 0, "text": "".join(f" t{i}" for i in ids), "logprobs": None,
+                                 "finish_reason": "length", "stop_reason": None, "token_ids": ids,
+                                 "prompt_token_ids": prompt}],
+                    "usage": {"prompt_tokens": len(prompt), "total_tokens": len(prompt) + 20,
+                              "completion_tokens": 20, "prompt_tokens_details": None}}).encode()
+            return 200, answers[len(payload)]
+
+        async def close():
+            pass
+        return post, close
+    headers = {"Content-Type": "application/json"}
+    target = url + "/v1/completions"
+    if client == "tessy":
+        from tessy.backends.openai.client import HTTPClient
+
+        tessy = HTTPClient(headers, 600.0)
+
+        async def post(payload):
+            response = await tessy.request("POST", target, payload)
+            return response.status_code, response.content
+        return post, tessy.aclose
+    if client == "aiohttp":
+        import aiohttp
+
+        session = aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=0),
+                                        timeout=aiohttp.ClientTimeout(total=600))
+
+        async def post(payload):
+            async with session.post(target, data=payload) as response:
+                return response.status, await response.read()
+        return post, session.close
+    if client in ("httpx", "httpx-pool"):
+        import httpx
+
+        def new_client(n):
+            return httpx.AsyncClient(base_url=url, headers=headers, timeout=httpx.Timeout(600.0),
+                                     limits=httpx.Limits(max_connections=n, max_keepalive_connections=n))
+        pool = new_client(samples) if client == "httpx-pool" else None
+        free: list = []
+
+        async def post(payload):
+            one = pool or (free.pop() if free else new_client(1))
+            response = await one.post("/v1/completions", content=payload)
+            if pool is None:
+                free.append(one)
+            return response.status_code, response.content
+
+        async def close():
+            for one in [pool] if pool else free:
+                await one.aclose()
+        return post, close
+    if client == "http1":
+        free = []
+
+        async def post(payload):
+            connection = free.pop() if free else http1.Connection(url, headers, 600.0)
+            response = await connection.post("/v1/completions", payload)
+            free.append(connection)
+            return response.status_code, response.content
+
+        async def close():
+            for connection in free:
+                await connection.aclose()
+        return post, close
+    raise ValueError(client)
+
+
+def bench_client(url: str, samples: int, steps: int, client: str, http1=None) -> dict:
+    """`samples` loops in flight, each `steps` requests whose context grows by the 20 ids each
+    answer returns (as TESSY's does); the client CPU (this process) per request, and requests/s."""
+
+    async def run() -> tuple[float, float]:
+        post, close = await make_post(client, url, samples, http1)
 
         async def sample(i: int) -> None:
-            context = list(range(300))
+            context = list(range(300 + i % 7))
             for _ in range(steps):
-                generation = await backend.generate(f"s{i}/student", context, 20, SamplingParams(seed=i),
-                                                    frozenset({2}))
-                context = context + generation.token_ids
-            backend.release(f"s{i}/student")
+                status, content = await post(request_body(context))
+                assert status == 200, status
+                context = context + json.loads(content)["choices"][0]["token_ids"]
 
-        async def run() -> tuple[float, float]:
-            await asyncio.gather(*(sample(i) for i in range(samples)))  # open the connections
-            started, cpu = time.perf_counter(), time.process_time()
-            await asyncio.gather(*(sample(i) for i in range(samples)))
-            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-            await (pool.aclose() if client == "httpx-pool" else backend.aclose())
-            return elapsed, cpu
+        await asyncio.gather(*(sample(i) for i in range(samples)))  # open the connections
+        started, cpu = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(sample(i) for i in range(samples)))
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        await close()
+        return elapsed, cpu
 
-        try:
-            wall, cpu = asyncio.run(run())
-        finally:
-            replicas_module.direct_http = direct
-    # CPU time of this process per step: the client's own cost, less sensitive than wall time to
-    # what else runs on the machine (the server's process is not counted).
-    return {"client": client, "samples_in_flight": samples, "steps": samples * steps, "wall_s": wall,
-            "steps_per_s": samples * steps / wall, "client_cpu_ms_per_step": 1000 * cpu / (samples * steps)}
+    wall, cpu = asyncio.run(run())
+    return {"client": client, "samples_in_flight": samples, "requests": samples * steps, "wall_s": wall,
+            "requests_per_s": samples * steps / wall, "client_cpu_ms_per_request": 1000 * cpu / (samples * steps)}
+
+
+def bench_backend(url: str, samples: int, steps: int) -> dict:
+    """The same loops through `OpenAIHTTPBackend.generate` (bodies, parsing, accounting on top of
+    the client): CPU per step."""
+    from tessy.backends.base import SamplingParams
+    from tessy.backends.openai import OpenAIHTTPBackend
+    from tessy.models import load_tokenizer
+
+    backend = OpenAIHTTPBackend("smollm2-135m-instruct", url, role="student",
+                                tokenizer=load_tokenizer("smollm2-135m-instruct"), max_in_flight=samples)
+
+    async def sample(i: int) -> None:
+        context = list(range(300))
+        for _ in range(steps):
+            generation = await backend.generate(f"s{i}/student", context, 20, SamplingParams(seed=i), frozenset({2}))
+            context = context + generation.token_ids
+        backend.release(f"s{i}/student")
+
+    async def run() -> tuple[float, float]:
+        await asyncio.gather(*(sample(i) for i in range(samples)))
+        started, cpu = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(sample(i) for i in range(samples)))
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        await backend.aclose()
+        return elapsed, cpu
+
+    wall, cpu = asyncio.run(run())
+    return {"samples_in_flight": samples, "steps": samples * steps, "wall_s": wall, "steps_per_s": samples * steps / wall,
+            "client_cpu_ms_per_step": 1000 * cpu / (samples * steps)}
+
+
+def compare_clients(samples: int, steps: int, rounds: int, http1_rev: str) -> dict:
+    """Every client available here, `rounds` times in turn against one fake server process; the
+    median CPU per request of each, and the issue's rule: keep a hand-written client only at
+    2x less CPU per request than the best library."""
+    import importlib.util
+
+    http1 = load_http1(http1_rev)
+    installed = {"tessy": True, "none": True, "http1": http1 is not None, "aiohttp": importlib.util.find_spec("aiohttp") is not None}
+    installed["httpx"] = installed["httpx-pool"] = importlib.util.find_spec("httpx") is not None
+    available = [c for c in CLIENTS if installed[c]]
+    runs: dict[str, list[dict]] = {c: [] for c in available}
+    with fake_servers({"model": "student"}) as (url,):
+        for _ in range(rounds):
+            for client in available:
+                runs[client].append(bench_client(url, samples, steps, client, http1))
+        backend = bench_backend(url, samples, steps)
+    medians = {c: statistics.median(r["client_cpu_ms_per_request"] for r in rs) for c, rs in runs.items()}
+    # Libraries: tessy's client is aiohttp with the timeouts and fault mapping http1 also has.
+    libraries = {c: ms for c, ms in medians.items() if c in ("tessy", "aiohttp", "httpx", "httpx-pool")}
+    best = min(libraries, key=libraries.get) if libraries else None
+    verdict = {"best_library": best}
+    if best and "http1" in medians:
+        verdict["best_library_over_http1_cpu"] = libraries[best] / medians["http1"]
+        verdict["keep_hand_written"] = libraries[best] >= 2 * medians["http1"]
+        loop = medians.get("none", 0.0)  # what every client's loop does besides the client
+        if medians["http1"] > loop:
+            verdict["net_of_loop_best_library_over_http1"] = (libraries[best] - loop) / (medians["http1"] - loop)
+    return {"runs": runs, "median_cpu_ms_per_request": medians, "verdict": verdict, "backend": backend,
+            "http1_rev": http1_rev if http1 is not None else None}
 
 
 def write_prompts(path: Path, n: int) -> None:
@@ -200,43 +349,53 @@ def bench_faults(prompts: int, concurrency: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=256, help="samples in flight")
-    parser.add_argument("--steps", type=int, default=20, help="steps per sample in the client bench")
+    parser.add_argument("--steps", type=int, default=20, help="requests per sample in the client bench")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the client bench (the median is kept)")
+    parser.add_argument("--http1-rev", default=HTTP1_REV, help="git revision to read the former client from")
     parser.add_argument("--engine-prompts", type=int, default=512)
     parser.add_argument("--fault-prompts", type=int, default=200)
     parser.add_argument("--quick", action="store_true", help="smaller runs (a smoke test of the script)")
     parser.add_argument("--clients-only", action="store_true",
-                        help="only compare the clients (http1, httpx, httpx-pool); skip the engine and fault runs")
+                        help="only compare the clients; skip the engine and fault runs")
     args = parser.parse_args()
     if args.quick:
-        args.steps, args.engine_prompts, args.fault_prompts = 5, 64, 40
+        args.steps, args.rounds, args.engine_prompts, args.fault_prompts = 5, 1, 64, 40
     os.chdir(ROOT)
-    clients = {name: bench_client(args.samples, args.steps, name) for name in CLIENTS}
-    best_httpx = max(clients["httpx"]["steps_per_s"], clients["httpx-pool"]["steps_per_s"])
-    print(f"{'measure':<44}{'value':>12}")
-    for name, result in clients.items():
-        print(f"{'client steps/s, ' + name + ' (' + str(args.samples) + ' in flight)':<44}"
-              f"{result['steps_per_s']:>12.0f}")
-    for name, result in clients.items():
-        print(f"{'  client CPU ms per step, ' + name:<44}{result['client_cpu_ms_per_step']:>12.3f}")
-    print(f"{'http1 / best httpx (steps/s)':<44}{clients['http1']['steps_per_s'] / best_httpx:>11.2f}x")
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} CPUs")
+    clients = compare_clients(args.samples, args.steps, args.rounds, args.http1_rev)
+    print(f"{'measure':<52}{'value':>12}")
+    for name, ms in clients["median_cpu_ms_per_request"].items():
+        rate = statistics.median(r["requests_per_s"] for r in clients["runs"][name])
+        print(f"{'client CPU ms per request, ' + name:<52}{ms:>12.3f}   ({rate:.0f} requests/s)")
+    verdict = clients["verdict"]
+    if "best_library_over_http1_cpu" in verdict:
+        print(f"{'best library (' + verdict['best_library'] + ') / hand-written, CPU':<52}"
+              f"{verdict['best_library_over_http1_cpu']:>11.2f}x")
+        print(f"{'keep the hand-written client (>= 2x)':<52}{str(verdict['keep_hand_written']):>12}")
+    if "net_of_loop_best_library_over_http1" in verdict:
+        print(f"{'  the same, net of the loop without a client (none)':<52}"
+              f"{verdict['net_of_loop_best_library_over_http1']:>11.2f}x")
+    backend = clients["backend"]
+    print(f"{'backend generate: CPU ms per step (' + str(args.samples) + ' in flight)':<52}"
+          f"{backend['client_cpu_ms_per_step']:>12.3f}   ({backend['steps_per_s']:.0f} steps/s)")
     engine = faults = None
     if not args.clients_only:
         engine = bench_engine(args.engine_prompts, args.samples)
         faults = bench_faults(args.fault_prompts, 64)
-        print(f"{'engine steps/s, TESSY over HTTP':<44}{engine['steps_per_s']:>12.0f}")
-        print(f"{'engine samples written / failed':<44}{engine['samples']:>8} / {engine['failed']}")
+        print(f"{'engine steps/s, TESSY over HTTP':<52}{engine['steps_per_s']:>12.0f}")
+        print(f"{'engine samples written / failed':<52}{engine['samples']:>8} / {engine['failed']}")
         for run in faults["runs"]:
-            print(f"{'fault run ' + str(run['run']) + ': written / failed / retries':<44}"
+            print(f"{'fault run ' + str(run['run']) + ': written / failed / retries':<52}"
                   f"{run['written']:>6} / {run['failed']} / {run['retries']}")
-            print(f"{'  faults seen':<44}{json.dumps(run['faults_seen']):>12}")
-            print(f"{'  breaker trips':<44}{run['breaker_trips']:>12}")
-        print(f"{'fault run: records / failed only / missing / dup':<44}"
+            print(f"{'  faults seen':<52}{json.dumps(run['faults_seen']):>12}")
+            print(f"{'  breaker trips':<52}{run['breaker_trips']:>12}")
+        print(f"{'fault run: records / failed only / missing / dup':<52}"
               f"{faults['records']:>6} / {faults['failed_only']} / {faults['missing']} / {faults['duplicates']}")
-        print(f"{'every prompt exactly once':<44}{str(faults['ok']):>12}")
+        print(f"{'every prompt exactly once':<52}{str(faults['ok']):>12}")
     out = ROOT / "bench" / "results" / "http.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"clients": clients, "engine": engine, "faults": faults, "cpus": os.cpu_count()},
-                              indent=2) + "\n")
+    out.write_text(json.dumps({"clients": clients, "engine": engine, "faults": faults, "cpus": os.cpu_count(),
+                               "load": os.getloadavg()}, indent=2) + "\n")
     print(f"wrote {out}")
 
 

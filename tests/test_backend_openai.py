@@ -2,7 +2,7 @@
 bodies compared exactly, transports, readiness errors, replicas, the in-flight bound, retries
 and their bounds, context-length errors, secrets (TESSY end to end over HTTP:
 test_http_end_to_end.py; streamed requests: test_backend_streaming.py; llama.cpp's slots and
-prompt usage: test_prompt_cache.py; the lean HTTP/1.1 client itself: test_http1.py)."""
+prompt usage: test_prompt_cache.py; the HTTP client itself: test_http_client.py)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def test_capabilities_are_declared(server, smol_tokenizer):
     generate(backend, context=[5, 6, 7, 8], n=4)
     assert (backend.served_model, backend.transport) == ("smol", "token_ids")
     assert backend.server_counters() == {"retries": 0, "faults": 0, "down": 0, "prompt_tokens": 4,
-                                         "prompt_processed": 4, "prompt_reported": 0, "follow_ups": 0,
+                                         "prompt_processed": 4, "prompt_reported": 0, "prompt_unknown": 0, "follow_ups": 0,
                                          "follow_up_excess": 0, "completions": 1}
     scripted = ScriptedBackend(smol_tokenizer, SCRIPT)
     assert (scripted.served_model, scripted.transport, scripted.server_counters()) == ("", "in_process", {})
@@ -73,7 +73,7 @@ def test_logprobs_readback_when_server_ignores_return_token_ids(server, smol_tok
 
     server._complete = old_vllm
     backend = make(server, smol_tokenizer)
-    assert backend.transport == "token_ids" and backend._id_readback == "logprobs"
+    assert backend.transport == "token_ids" and backend.readback == "logprobs"
     generation = generate(backend, context=[5, 6], n=3)
     body = completions(server)[-1]["body"]
     assert body["logprobs"] == 0 and body["return_tokens_as_token_ids"] is True
@@ -191,10 +191,7 @@ def test_replicas_pin_each_sequence_and_bound_requests_in_flight(smol_tokenizer)
         assert all(r.live == 0 for r in backend.replicas.replicas)
 
 
-@pytest.mark.parametrize("client", ["http1", "httpx"])
-def test_retries_on_faults_honour_retry_after_and_then_succeed(server, smol_tokenizer, monkeypatch, client):
-    if client == "httpx":  # what https servers and proxied URLs use
-        monkeypatch.setattr("tessy.backends.openai.replicas.direct_http", lambda url: False)
+def test_retries_on_faults_honour_retry_after_and_then_succeed(server, smol_tokenizer):
     backend = make(server, smol_tokenizer, max_retries=5)
     delays = []
 
@@ -206,20 +203,17 @@ def test_retries_on_faults_honour_retry_after_and_then_succeed(server, smol_toke
     server.inject("429", "500", "drop", "malformed")
     generation = generate(backend, n=3)
     assert len(generation.token_ids) == 3
-    # http1 sends a request that a kept connection's close left unanswered once more at once, on a
+    # A request that a kept connection's close left unanswered goes out once more at once, on a
     # new connection (a stale keep-alive, as llama-server leaves one after each stream): no retry.
-    assert backend.stats.retries == (3 if client == "http1" else 4)
+    assert backend.stats.retries == 3
     assert delays[0] == 1.5  # Retry-After honoured
     assert all(0 <= d <= 0.5 * 2 ** i for i, d in enumerate(delays[1:], start=1))  # backoff with jitter
     assert len(generate(backend, n=2).token_ids) == 2  # the connection pool recovered
 
 
-@pytest.mark.parametrize("client", ["http1", "httpx"])
-def test_a_cancelled_request_never_hands_its_answer_to_the_next_one(server, smol_tokenizer, monkeypatch, client):
+def test_a_cancelled_request_never_hands_its_answer_to_the_next_one(server, smol_tokenizer):
     """A sample task cancelled while its answer is on the way must not leave the connection in
     the pool: the next request on it would read the cancelled request's answer as its own."""
-    if client == "httpx":
-        monkeypatch.setattr("tessy.backends.openai.replicas.direct_http", lambda url: False)
     backend = make(server, smol_tokenizer)
     script = smol_tokenizer.encode(SCRIPT, add_special_tokens=False)
     server.latency_s = 0.3  # every answer takes a while

@@ -1,17 +1,19 @@
 """The OpenAI-compatible HTTP backend (vLLM, SGLang, llama.cpp behind `/v1/completions`).
 
 - `backend.py`: `OpenAIHTTPBackend`, the `base.Backend` over HTTP (request bodies, llama.cpp slots);
-- `exchange.py`: the send loop: one request sent, judged and retried, the bound on requests in flight;
+- `client.py`: the one HTTP client (aiohttp): connections, timeouts, one family of transport faults;
+- `exchange.py`: the one request path, streamed or not: sent, judged and retried in one loop, the
+  bound on requests in flight;
 - `stream.py`: reading one streamed answer (`stream: true`), stopped at the engine's cut;
 - `stats.py`: `HTTPStats`, the live counters;
 - `probe.py`: readiness at start (served model, transport) and the breaker's probe;
 - `retry.py`: which faults are retried, backoff with jitter, Retry-After, the retry budgets;
 - `parse.py`: ids, text and finish reason from an answer; context-length and error bodies;
 - `cache.py`: prompt tokens the servers computed, and whether their prefix cache kept up;
-- `replicas.py`: connections (never reused after a cancelled or failed request), pinning of
-  sequences to replicas, and the circuit breaker that turns a dead server into a bounded wait.
+- `replicas.py`: pinning of sequences to replicas, and the circuit breaker that turns a dead
+  server into a bounded wait.
 
-Importing this package imports neither httpx nor transformers (they load when used).
+Importing this package imports neither aiohttp nor transformers (they load when used).
 """
 
 from tessy.backends.base import ServersUnavailable

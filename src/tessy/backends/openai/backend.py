@@ -1,7 +1,8 @@
 """`OpenAIHTTPBackend`: a model behind an OpenAI-compatible `/v1/completions` server (vLLM, SGLang,
-llama.cpp), built on `probe` (readiness), `exchange` (the send loop: the bound on requests in
-flight, faults and retries, after `retry`'s policy), `stream` (streamed answers), `parse`
-(answers), `replicas` (connections, pinning, circuit breaker) and `stats` (counters).
+llama.cpp), built on `client` (the one HTTP client), `probe` (readiness), `exchange` (the one
+request path: the bound on requests in flight, faults and retries, after `retry`'s policy),
+`stream` (streamed answers), `parse` (answers), `replicas` (pinning, circuit breaker), `cache`
+(prompt usage) and `stats` (counters).
 
 Owns one role's requests: their bodies, the transport and readiness, llama.cpp's slots, and what
 an answer teaches (the context limit, the prompt usage). Promises, on top of `base.Backend`:
@@ -22,7 +23,7 @@ an answer teaches (the context limit, the prompt usage). Promises, on top of `ba
   instead of spending retries (see `replicas`). A context-length refusal lowers `max_context` to
   the server's limit and answers with no tokens, so the engine ends the sample with "context".
 - **Connections** are reused only after a complete exchange: a cancelled or failed request closes
-  its connection (see `replicas`).
+  its connection (see `client`).
 - **Secrets**: the API key travels only in the `Authorization` header, URL userinfo only as Basic
   auth; `describe()`, log lines and exception messages show URLs redacted and run error text
   through `tessy.secrets.redact_text`.
@@ -48,8 +49,9 @@ from typing import Any
 from tessy.backends.base import Backend, Generation, SamplingParams, TokenStream
 from tessy.backends.openai import parse, probe
 from tessy.backends.openai.cache import PromptMeter
+from tessy.backends.openai.client import HTTPClient
 from tessy.backends.openai.exchange import Exchange
-from tessy.backends.openai.replicas import Connector, Replica, ReplicaSet, base_url
+from tessy.backends.openai.replicas import Replica, ReplicaSet, base_url
 from tessy.backends.openai.retry import RetryPolicy
 from tessy.backends.openai.stats import HTTPStats
 from tessy.backends.openai.stream import HTTPTokenStream
@@ -137,21 +139,20 @@ class OpenAIHTTPBackend(Backend):
         self.extra_body = dict(extra_body or {})
         self.prompt_mode = prompt_mode
         self.transport = "token_ids" if prompt_mode == "token_ids" else "text" if prompt_mode == "text" else ""
-        self._id_readback = "return_token_ids"  # or "logprobs" or "text"
+        self.readback = "return_token_ids"  # how ids come back: or "logprobs", or "text" (tokenized here)
         self.timeout_s = float(timeout_s)
         self.retry = RetryPolicy(max_retries, max_sample_retries, backoff_s)
         self.stats = HTTPStats()
         self.prompt_meter = PromptMeter(self.stats)
-        self.replicas = ReplicaSet(replicas, role=role, stats=self.stats,
-                                   connect=Connector(self._headers, self.timeout_s),
-                                   ping=self._ping, wait_s=unavailable_wait_s)
-        self.exchange = Exchange(role, self.replicas, self.stats, self.retry, max_in_flight, self._secrets)
+        self.client = HTTPClient(self._headers, self.timeout_s)
+        self.replicas = ReplicaSet(replicas, role=role, stats=self.stats, ping=self._ping, wait_s=unavailable_wait_s)
+        self.exchange = Exchange(role, self.replicas, self.client, self.stats, self.retry, max_in_flight,
+                                 self._secrets)
         self.max_context = int(max_context or 0)
         self.server = ""  # the server's kind, as `probe` tells it ("llama.cpp", "vllm", ...)
         self.slots = max(0, int(slots or 0))  # llama.cpp slots per server (0: unknown, no id_slot)
         self._slot_of: dict[str, int] = {}  # seq_id -> its llama.cpp slot
         self._slot_use: list[int] = []  # sequences holding each slot
-        logging.getLogger("httpx").setLevel(max(logging.getLogger("httpx").level, logging.WARNING))
         if check:
             self.check_ready()
         if not self.transport:
@@ -204,7 +205,7 @@ class OpenAIHTTPBackend(Backend):
         if not self.max_context and ready.max_model_len:
             self.max_context = ready.max_model_len
         if ready.transport:
-            self.transport, self._id_readback = ready.transport, ready.readback
+            self.transport, self.readback = ready.transport, ready.readback
         self.server = ready.server
         if ready.slots and not self.slots:
             self.slots = ready.slots
@@ -237,9 +238,9 @@ class OpenAIHTTPBackend(Backend):
                 body["stop_token_ids"] = sorted(stop_token_ids)
             body["skip_special_tokens"] = False
             body["spaces_between_special_tokens"] = False
-            if self._id_readback == "return_token_ids":
+            if self.readback == "return_token_ids":
                 body["return_token_ids"] = True
-            elif self._id_readback == "logprobs":
+            elif self.readback == "logprobs":
                 body["logprobs"] = 0
                 body["return_tokens_as_token_ids"] = True
         if self.llama_cpp:
@@ -259,18 +260,36 @@ class OpenAIHTTPBackend(Backend):
     ) -> Generation:
         started = time.perf_counter()
         stop = frozenset(stop_token_ids)
+        n, answer = await self.complete(seq_id, context_ids, max_new_tokens, sampling, stop)
+        if answer is None:
+            return Generation([], "", "length", time.perf_counter() - started)
+        ids, text, finish = parse.parse_choice(answer["choices"][0], self.readback, self.tokenizer, n, stop)
+        self.answered(seq_id, answer, context_ids, ids)
+        return Generation(ids, text, finish, time.perf_counter() - started)
+
+    async def complete(self, seq_id: str, context_ids: list[int], max_new_tokens: int, sampling: SamplingParams,
+                       stop_token_ids: frozenset[int], *, stream: bool = False) -> tuple[int, Any]:
+        """The one request path (`generate`, `stream`, `warm`): (the tokens asked for, the answer).
+
+        The answer is the parsed JSON (`stream` false) or an open `exchange.Events` (`stream` true,
+        with usage on every event: llama.cpp's `timings_per_token`, vLLM's and SGLang's
+        `stream_options`, whose last event says how much of the prompt was cached), or None when
+        no token fits the server's context. A context-length refusal teaches the server's limit and
+        asks again for what fits; faults are retried by `exchange`."""
         n = int(max_new_tokens)
-        while True:
-            if n <= 0:
-                return Generation([], "", "length", time.perf_counter() - started)
-            body = self.request_body(context_ids, n, sampling, stop, seq_id)
-            outcome = await self.exchange.post(seq_id, body)
-            if isinstance(outcome, str):  # a context-length refusal: learn the limit, ask for what fits
-                n = self._learn_context_limit(outcome, len(context_ids), n)
-                continue
-            ids, text, finish = parse.parse_choice(outcome["choices"][0], self._id_readback, self.tokenizer, n, stop)
-            self._answered(seq_id, outcome, context_ids, ids)
-            return Generation(ids, text, finish, time.perf_counter() - started)
+        while n > 0:
+            body = self.request_body(context_ids, n, sampling, stop_token_ids, seq_id)
+            if stream:
+                body["stream"] = True
+                if self.llama_cpp:
+                    body["timings_per_token"] = True
+                else:
+                    body["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
+            outcome = await self.exchange.send(seq_id, body, stream=stream)
+            if not isinstance(outcome, str):
+                return n, outcome
+            n = self._learn_context_limit(outcome, len(context_ids), n)
+        return n, None
 
     def stream(
         self,
@@ -297,14 +316,14 @@ class OpenAIHTTPBackend(Backend):
     async def warm(self, seq_id: str, context_ids: list[int]) -> None:
         """A one-token request, so the server reads `context_ids` into `seq_id`'s slot or prefix
         cache; the token is dropped. A failure is only logged: the sample's own requests retry."""
-        body = self.request_body(context_ids, 1, SamplingParams(temperature=0.0, top_p=1.0), frozenset(), seq_id)
         try:
-            outcome = await self.exchange.post(seq_id, body)
+            _, answer = await self.complete(seq_id, context_ids, 1, SamplingParams(temperature=0.0, top_p=1.0),
+                                            frozenset())
         except Exception as exc:  # noqa: BLE001 - reading ahead is an optimisation, never a fault
             log.debug("%s: reading %s's prompt ahead failed: %s", self.role, seq_id, self.exchange.redact(exc))
             return
-        if isinstance(outcome, dict):
-            self._answered(seq_id, outcome, context_ids, [], generated=1)
+        if answer is not None:
+            self.answered(seq_id, answer, context_ids, [], generated=1)
 
     def server_counters(self) -> dict[str, int]:
         return self.stats.counters()
@@ -332,6 +351,7 @@ class OpenAIHTTPBackend(Backend):
 
     async def aclose(self) -> None:
         await self.replicas.aclose()
+        await self.client.aclose()
 
     def _probe_stream(self) -> bool:
         """Whether every replica streams a 2-token completion in the form this transport needs."""
@@ -341,7 +361,7 @@ class OpenAIHTTPBackend(Backend):
         body["stream"] = True
         ok = probe.probe_stream(self.replicas.replicas, body, headers=self._headers,
                                 timeout_s=min(self.timeout_s, 60.0),
-                                needs_ids=self._id_readback if self._id_readback != "text" else "")
+                                needs_ids=self.readback if self.readback != "text" else "")
         log.info("%s: %s", self.role, "streams tokens (requests stop at the cut)" if ok else
                  "the server does not stream as needed: each request generates all its tokens")
         return ok
@@ -350,14 +370,16 @@ class OpenAIHTTPBackend(Backend):
 
     async def _ping(self, replica: Replica) -> bool:
         # Not the request timeout: a busy server may answer completions slowly and still be up.
-        return await probe.ping(replica.url, self._headers, 10.0)
+        return await probe.ping(self.client, replica.url, 10.0)
 
-    def _answered(self, seq_id: str, answer: dict, context_ids: list[int], ids: list[int],
-                  generated: int | None = None) -> None:
-        """Count one answered request: its prompt (`cache.PromptMeter`) and the tokens generated
-        (`generated`, when more than the `ids` it answered with: a stream stopped early)."""
+    def answered(self, seq_id: str, answer: dict, context_ids: list[int], ids: list[int],
+                 generated: int | None = None, whole: bool = True) -> None:
+        """Count one answered request: its prompt (`cache.PromptMeter`; `answer` is the JSON
+        answer or a stream's last event with usage) and the tokens generated (`generated`, when
+        more than the `ids` it answered with: a stream stopped early). `whole` false: a stream
+        stopped before its end, so before the server's last word on its prompt's cache."""
         self.stats.completions += 1
-        self.prompt_meter.count(seq_id, answer, context_ids, ids)
+        self.prompt_meter.count(seq_id, answer, context_ids, ids, whole=whole)
         self.stats.completion_tokens += len(ids) if generated is None else generated
 
     def _learn_context_limit(self, message: str, context_len: int, n: int) -> int:

@@ -13,6 +13,11 @@ serving a sliding-window model (Gemma 3, gpt-oss) cannot cut such a cache back a
 last answer and more on every request unless started with `--swa-full`: `recompute_warning` says
 so when the excess is larger than a cache block. `never_hits` tells the backend to stop reading
 prompts ahead (`warm`) on a server whose answers show it keeps no prefix at all.
+
+A stream stopped at the cut ends before vLLM's last event, the only one that carries
+`prompt_tokens_details` (its usage on every event has no cache figure): such a request's cache use
+is unknown. It is counted in `prompt_unknown` (its prompt as computed, an upper bound), never as
+"no cache hits"; `usage_note` says so for the run summary.
 """
 
 from __future__ import annotations
@@ -36,14 +41,16 @@ class PromptMeter:
         self._held: dict[str, tuple[int, list[int]]] = {}  # seq_id -> (context length, ids answered)
         self.hits = 0  # answers that found part of their prompt in the server's cache
 
-    def count(self, seq_id: str, answer: dict, context: list[int], answered: list[int]) -> None:
-        """Count one answered request of `seq_id` (`answer`: the JSON answer or final stream event)."""
+    def count(self, seq_id: str, answer: dict, context: list[int], answered: list[int], whole: bool = True) -> None:
+        """Count one answered request of `seq_id` (`answer`: the JSON answer or a stream's last
+        event with usage; `whole` false: a stream stopped before its end)."""
         stats = self.stats
         total, processed = parse.prompt_usage(answer)
         total = len(context) if total is None else total
         stats.prompt_tokens += total
         if processed is None:  # the server does not say: every prompt token counts as processed
             stats.prompt_processed += total
+            stats.prompt_unknown += not whole
         else:
             processed = min(total, processed)
             stats.prompt_reported += 1
@@ -92,3 +99,21 @@ def recompute_warning(role: str, counters: dict[str, int]) -> str:
             "ones: their prefix cache does not keep each sample's last answer. llama.cpp serving a "
             "sliding-window model (Gemma 3, gpt-oss): start llama-server with --swa-full; vLLM and SGLang: "
             "enable prefix caching")
+
+
+def usage_note(counters: dict[str, int]) -> str:
+    """What the summary says of a role's prompt-cache figures: '' when every answer said how much
+    of its prompt was cached, else which answers did not, and why."""
+    completions = counters.get("completions", 0)
+    reported, unknown = counters.get("prompt_reported", 0), counters.get("prompt_unknown", 0)
+    silent = completions - reported - unknown  # whole answers that did not say
+    parts = []
+    if unknown:
+        parts.append(f"cache use unknown for {unknown}/{completions} requests: streams stopped at the cut, "
+                     "before the server's usage event; counted as computed")
+    if silent > 0 and not reported:
+        parts.append("the server does not report cached tokens (vLLM: --enable-prompt-tokens-details)"
+                     + ("" if unknown else ": all counted as computed"))
+    elif silent > 0:
+        parts.append(f"cache reported in {reported}/{completions} answers")
+    return "; ".join(parts)

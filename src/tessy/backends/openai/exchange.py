@@ -1,18 +1,22 @@
 """`Exchange`: one role's requests to its servers, each sent, judged and retried until it has an
-answer (the send loop of `OpenAIHTTPBackend`; the streamed reading itself is `stream`).
+answer: the one request path of `OpenAIHTTPBackend`, streamed or not (`send(..., stream=)`).
 
-Owns the bound on requests in flight and the loop around one request. Promises:
+Owns the bound on requests in flight and the one retry loop. Promises:
 
 - **At most `max_in_flight` requests** of the role at once across replicas; a request waiting
-  out a backoff or waiting for a server holds no slot (a stream holds its slot until released).
-- **Faults** (timeouts, connection errors, 429, 5xx, malformed answers) are counted by kind in
-  `stats.faults` and retried by `retry.RetryPolicy`; a connection fault that marks its replica
-  down charges no retry (`replicas.ReplicaSet.acquire` moves the sequence or waits for a
-  server). Past the bounds, and on any other refusal, a `ServerError` naming role and server.
+  out a backoff or waiting for a server holds no slot; a stream holds its slot until
+  `Events.aclose`.
+- **Faults** (timeouts, connection errors, 429, 5xx, malformed answers; for a stream, any of
+  these before its first event with a choice) are counted by kind in `stats.faults` and retried
+  by `retry.RetryPolicy`; a connection fault that marks its replica down charges no retry
+  (`replicas.ReplicaSet.acquire` moves the sequence or waits for a server). Past the bounds, and
+  on any other refusal, a `ServerError` naming role and server.
 - A context-length refusal is answered with its message (a str), for the backend to learn the
   server's limit.
-- **Connections** are reused only after a complete exchange; a cancelled or failed request
-  closes its connection.
+- A streamed answer is an `Events`: its events (parsed JSON) from the first one on. A fault after
+  that first event ends the events early; `Events.fault` says which (counted, never retried: the
+  tokens so far are the model's).
+- Connections are `client.HTTPClient`'s: reused only after an answer read to its end.
 - Error text is redacted (`tessy.secrets.redact_text`) before it reaches a message.
 """
 
@@ -21,10 +25,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
-from tessy.backends import http1
 from tessy.backends.openai import parse
+from tessy.backends.openai.client import HTTPClient, HTTPFault, Response, Timeout
 from tessy.backends.openai.replicas import Replica, ReplicaSet
 from tessy.backends.openai.retry import RetryPolicy, ServerError, fault_kind, is_retryable_status, retry_after
 from tessy.backends.openai.stats import HTTPStats
@@ -32,29 +36,38 @@ from tessy.secrets import redact_text
 
 log = logging.getLogger(__name__)
 
+#: What one attempt comes to: (fault, the server's Retry-After, whether the connection failed,
+#: the outcome: an answer, an `Events`, a context-length message, or None after a fault).
+Attempt = tuple[str, "float | None", bool, "dict | str | Events | None"]
+
 
 class Exchange:
-    """Sends one role's requests over its `ReplicaSet` (see the module docstring)."""
+    """Sends one role's requests over its `ReplicaSet` with its `HTTPClient` (see the module docstring)."""
 
-    def __init__(self, role: str, replicas: ReplicaSet, stats: HTTPStats, retry: RetryPolicy,
-                 max_in_flight: int, secrets: list[str]):
-        self.role, self.replicas, self.stats, self.retry = role, replicas, stats, retry
+    def __init__(self, role: str, replicas: ReplicaSet, client: HTTPClient, stats: HTTPStats,
+                 retry: RetryPolicy, max_in_flight: int, secrets: list[str]):
+        self.role, self.replicas, self.client, self.stats, self.retry = role, replicas, client, stats, retry
         self.max_in_flight = max(1, int(max_in_flight))
         self.secrets = secrets
         self.sleep: Callable[[float], Any] = asyncio.sleep  # backoff waits (tests record them)
         self._slots: asyncio.Semaphore | None = None
         self._slots_loop: Any = None
 
-    # ---- one request, with retries -------------------------------------------------------------
-
-    async def post(self, seq_id: str, body: dict[str, Any]) -> dict | str:
-        """The parsed 200 answer, or the message of a context-length refusal (a str)."""
+    async def send(self, seq_id: str, body: dict[str, Any], *, stream: bool = False) -> "dict | str | Events":
+        """The parsed 200 answer (`stream` false) or its open `Events` (`stream` true); or the
+        message of a context-length refusal (a str). The one retry loop."""
         payload = json.dumps(body, separators=(",", ":")).encode()
         attempt = 0
         while True:
             replica = await self.replicas.acquire(seq_id)  # may wait while every replica is down
-            async with self._semaphore():
-                fault, server_says, connection_fault, outcome = await self._send(replica, payload)
+            slots = self._semaphore()
+            await slots.acquire()
+            outcome = None
+            try:
+                fault, server_says, connection_fault, outcome = await self._attempt(replica, payload, stream, slots)
+            finally:
+                if not isinstance(outcome, Events):  # an open stream keeps its slot until closed
+                    slots.release()
             if outcome is not None:
                 return outcome
             self.count_fault(fault)
@@ -72,35 +85,35 @@ class Exchange:
             log.debug("%s %s: %s; retry %d in %.2fs", self.role, replica.shown, fault, attempt, delay)
             await self.sleep(delay)
 
-    async def _send(self, replica: Replica, payload: bytes) -> tuple[str, float | None, bool, dict | str | None]:
-        """One exchange: (fault, Retry-After, whether the connection failed, outcome or None)."""
-        import httpx
-
+    async def _attempt(self, replica: Replica, payload: bytes, stream: bool, slots: asyncio.Semaphore) -> Attempt:
+        """One exchange with `replica`, judged."""
         self.stats.requests += 1
-        connection = self.replicas.take(replica)
-        complete = False  # the response was read whole: the connection may serve the next request
+        events = None
         try:
-            if isinstance(connection, http1.Connection):
-                resp = await connection.post("/v1/completions", payload)
-            else:
-                resp = await connection.post("/v1/completions", content=payload)
-            complete = True
-        except (httpx.TimeoutException, http1.Timeout) as exc:
-            return f"timeout ({type(exc).__name__})", None, True, None
-        except (httpx.TransportError, http1.TransportError) as exc:  # refused, reset, dropped
-            return f"connection error ({type(exc).__name__}: {self.redact(exc)})", None, True, None
-        finally:
-            # Cancelled (CancelledError is no Exception), failed or timed out: the connection may
-            # still carry this request's answer, so it is closed, never reused.
-            if complete:
-                self.replicas.give_back(replica, connection)
-            else:
-                self.replicas.discard(connection)
+            resp = await self.client.request("POST", replica.url + "/v1/completions", payload, stream=stream)
+            if stream and resp.status_code == 200:
+                events = Events(self, replica, resp, slots)
+                try:
+                    await events.first()
+                except BaseException:
+                    events.abandon()
+                    raise
+            elif stream:
+                try:
+                    await resp.read()
+                finally:
+                    resp.close()
+        except Timeout as exc:
+            return f"timeout ({exc})", None, True, None
+        except HTTPFault as exc:  # refused, reset, dropped
+            return f"connection error ({self.redact(exc)})", None, True, None
+        except ValueError as exc:  # a streamed event that is not JSON
+            return f"malformed answer: {self.redact(exc)}", None, False, None
         self.replicas.answered(replica)
-        return self._judge(replica, resp)
+        return ("", None, False, events) if events is not None else self._judge(replica, resp)
 
-    def _judge(self, replica: Replica, resp: Any) -> tuple[str, float | None, bool, dict | str | None]:
-        """A read answer: (fault, Retry-After, False, outcome or None), as `_send` returns."""
+    def _judge(self, replica: Replica, resp: Response) -> Attempt:
+        """A whole answer that is not an open stream, judged."""
         status = resp.status_code
         if status == 200:
             data = parse.first_choice(resp.content)
@@ -117,79 +130,8 @@ class Exchange:
         raise ServerError(f"{self.role} server {replica.shown}: HTTP {status} (not retried): "
                           f"{self.redact(parse.snippet(message))}")
 
-    # ---- one streamed request ------------------------------------------------------------------
-
-    async def open_stream(self, seq_id: str, body: dict[str, Any]) -> tuple | str:
-        """A streamed answer whose head said 200: (replica, connection, response, release), where
-        `release(reusable)` must be called once the stream is over; or the message of a
-        context-length refusal. Faults before the head are retried as in `post`."""
-        payload = json.dumps(body, separators=(",", ":")).encode()
-        attempt = 0
-        while True:
-            replica = await self.replicas.acquire(seq_id)
-            slots = self._semaphore()
-            await slots.acquire()
-            opened = None
-            try:
-                fault, server_says, connection_fault, opened = await self._send_stream(replica, payload, slots)
-            finally:
-                if not isinstance(opened, tuple):
-                    slots.release()
-            if opened is not None:
-                return opened
-            self.count_fault(fault)
-            if connection_fault and await self.replicas.connection_failed(replica):
-                continue
-            attempt += 1
-            await self.charge_retry(seq_id, replica, attempt, fault, server_says)
-
-    async def _send_stream(self, replica: Replica, payload: bytes, slots: asyncio.Semaphore) -> tuple:
-        import httpx
-
-        self.stats.requests += 1
-        connection = self.replicas.take(replica)
-        complete = False
-        try:
-            if isinstance(connection, http1.Connection):
-                resp = await connection.open_stream("/v1/completions", payload)
-            else:
-                resp = _HttpxStream(connection)
-                await resp.open(payload)
-            if resp.status_code != 200:
-                await resp.read()
-            complete = True
-        except (httpx.TimeoutException, http1.Timeout) as exc:
-            return f"timeout ({type(exc).__name__})", None, True, None
-        except (httpx.TransportError, http1.TransportError) as exc:
-            return f"connection error ({type(exc).__name__}: {self.redact(exc)})", None, True, None
-        finally:
-            if not complete:
-                self.replicas.discard(connection)
-        self.replicas.answered(replica)
-        if resp.status_code == 200:
-            def release(reusable: bool) -> None:
-                slots.release()
-                if reusable:
-                    self.replicas.give_back(replica, connection)
-                else:
-                    self.replicas.discard(connection)
-            return "", None, False, (replica, connection, resp, release)
-        self.replicas.give_back(replica, connection)
-        return self._judge(replica, resp)
-
     def count_fault(self, fault: str) -> None:
         self.stats.faults[fault_kind(fault)] = self.stats.faults.get(fault_kind(fault), 0) + 1
-
-    async def charge_retry(self, seq_id: str, replica: Replica, attempt: int, fault: str,
-                           server_says: float | None = None) -> None:
-        """Charge a retry (or raise `ServerError` past the bounds) and wait before it."""
-        bound = self.retry.charge(seq_id, attempt)
-        if bound is not None:
-            raise ServerError(f"{self.role} server {replica.shown}: gave up after {bound}; last error: {fault}")
-        self.stats.retries += 1
-        await self.sleep(self.retry.delay(attempt, server_says))
-
-    # ---- internals -----------------------------------------------------------------------------
 
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
@@ -201,29 +143,74 @@ class Exchange:
         return redact_text(str(text), self.secrets)
 
 
-class _HttpxStream:
-    """A streamed POST on a one-connection httpx client, shaped like `http1.StreamResponse`."""
+class Events:
+    """An open streamed answer whose head said 200 (made by `Exchange.send`).
 
-    def __init__(self, client: Any):
-        self.client, self.complete, self.content = client, False, b""
-        self._resp: Any = None
+    `async for event in events` yields its events (dicts parsed from the `data:` lines) until
+    `[DONE]` or the body's end, or until a fault: then `fault` names it (already counted).
+    `finished` is true once the answer was read to its end. `where` names the server for
+    messages. `aclose()` must end every stream: the connection is kept only if the body was read
+    to its end, and the in-flight slot is given back."""
 
-    async def open(self, payload: bytes) -> None:
-        request = self.client.build_request("POST", "/v1/completions", content=payload,
-                                            headers={"Accept": "text/event-stream"})
-        self._resp = await self.client.send(request, stream=True)
-        self.status_code, self.headers = self._resp.status_code, self._resp.headers
+    def __init__(self, exchange: Exchange, replica: Replica, response: Response, slots: asyncio.Semaphore):
+        self.where = f"{exchange.role} server {replica.shown}"
+        self.fault = ""
+        self.finished = False
+        self._exchange, self._response, self._slots = exchange, response, slots
+        self._lines = response.lines()
+        self._read: list[dict] = []
+        self._open = True
 
-    @property
-    def text(self) -> str:
-        return self.content.decode("utf-8", errors="replace")
+    async def first(self) -> None:
+        """Read up to the first event that carries a choice (or the end); faults raise (the
+        exchange retries them)."""
+        while not self.finished:
+            event = await self._next()
+            if event is not None:
+                self._read.append(event)
+                choices = event.get("choices")
+                if choices and isinstance(choices[0], dict):
+                    return
 
-    async def read(self) -> bytes:
-        self.content = await self._resp.aread()
-        self.complete = True
-        return self.content
+    async def _next(self) -> dict | None:
+        """The next event, None for lines without data, and `finished` at the end."""
+        try:
+            line = await self._lines.__anext__()
+        except StopAsyncIteration:
+            self.finished = True
+            return None
+        event = parse.event_data(line)
+        if event == "[DONE]":
+            async for _ in self._lines:  # to the body's end: the connection may serve the next request
+                pass
+            self.finished = True
+            return None
+        return event
 
-    async def lines(self):
-        async for line in self._resp.aiter_lines():
-            yield line.encode()
-        self.complete = True
+    async def __aiter__(self) -> AsyncIterator[dict]:
+        while self._read:
+            yield self._read.pop(0)
+        while not self.finished and not self.fault:
+            try:
+                event = await self._next()
+            except (HTTPFault, ValueError) as exc:  # the connection failed mid-stream
+                self.fault = f"{type(exc).__name__}: {self._exchange.redact(exc)}"
+                self._exchange.count_fault(self.fault)
+                return
+            if event is not None:
+                yield event
+
+    def abandon(self) -> None:
+        """Close the connection (unless the body was read whole); the slot is the caller's."""
+        self._open = False
+        self._response.close()
+
+    async def aclose(self) -> None:
+        if not self._open:
+            return
+        self._open = False
+        try:
+            await self._lines.aclose()
+        finally:
+            self._response.close()
+            self._slots.release()

@@ -20,6 +20,8 @@ Owns the response shapes of vLLM, SGLang and llama.cpp. Promises:
   answer does not say.
 - **Context-length errors are recognised** in the wording of vLLM, SGLang and llama.cpp, with the
   limit the server states when it states one.
+- **Server-sent events** (`event_data`): one line of a streamed answer as its JSON data, "[DONE]",
+  or None for what carries no data; a data line that is not JSON is a `ValueError`.
 """
 
 from __future__ import annotations
@@ -169,6 +171,20 @@ def error_message(content: bytes) -> str:
             return json.dumps(data["detail"])
         return str(error)
     return str(data)
+
+
+def event_data(line: bytes) -> dict | str | None:
+    """One SSE line: its JSON data, "[DONE]", or None (comments, blank lines, other fields)."""
+    if not line.startswith(b"data:"):
+        return None
+    data = line[5:].strip()
+    if data == b"[DONE]":
+        return "[DONE]"
+    try:
+        value = json.loads(data)
+    except ValueError:
+        raise ValueError(f"an event that is not JSON: {snippet(data.decode('utf-8', 'replace'))}") from None
+    return value if isinstance(value, dict) else None
 
 
 def snippet(text: Any, limit: int = 300) -> str:

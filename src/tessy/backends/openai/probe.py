@@ -23,20 +23,22 @@ that went down answers again. Promises:
   events that carry text (and the token ids, in the readback the transport needs).
 - `ping` (async) is the circuit breaker's probe: true when `GET /v1/models` answers 200.
 
-No message holds a credential: URLs are shown redacted and error text goes through
-`tessy.secrets.redact_text`.
+Every request goes through `client.HTTPClient` (the backend's one client); the checks at start are
+synchronous (`client.run_sync`). No message holds a credential: URLs are shown redacted and error
+text goes through `tessy.secrets.redact_text`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
-import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from tessy.backends.openai.parse import REFUSED_PROMPT, first_choice, ids_from_logprobs, snippet
+from tessy.backends.openai.client import HTTPClient, HTTPFault, run_sync
+from tessy.backends.openai.parse import REFUSED_PROMPT, event_data, first_choice, ids_from_logprobs, snippet
 from tessy.backends.openai.retry import MAX_BACKOFF_S, is_retryable_status
 from tessy.secrets import redact_text
 
@@ -81,16 +83,22 @@ def check_ready(
     secrets: Sequence[str] = (),
 ) -> Readiness:
     """Check every replica (objects with `.url`, the real URL, and `.shown`, the redacted one)."""
-    import httpx
+    args = (replicas, role, headers, timeout_s, model_name, served_model_name, probe_transport, probe_ids,
+            max_retries, backoff_s, secrets)
+    return run_sync(lambda: _check_ready(*args))
 
+
+async def _check_ready(replicas: Sequence[Any], role: str, headers: dict[str, str], timeout_s: float,
+                       model_name: str, served_model_name: str, probe_transport: bool, probe_ids: list[int],
+                       max_retries: int, backoff_s: float, secrets: Sequence[str]) -> Readiness:
     wanted, root, max_len, modes = served_model_name, "", None, set()
     kinds, slots = set(), []
-    with httpx.Client(timeout=min(timeout_s, 30.0), headers=headers) as client:
+    async with HTTPClient(headers, min(timeout_s, 30.0)) as client:
         for replica in replicas:
             where = f"{role} server {replica.shown}"
             try:
-                resp = client.get(replica.url + "/v1/models")
-            except httpx.HTTPError as exc:
+                resp = await client.request("GET", replica.url + "/v1/models")
+            except HTTPFault as exc:
                 raise ServerNotReady(f"{where} is unreachable ({type(exc).__name__}: "
                                      f"{redact_text(exc, secrets)}); start it, or fix --{role}.url") from None
             if resp.status_code != 200:
@@ -120,9 +128,9 @@ def check_ready(
                 max_len = card["max_model_len"] if max_len is None else min(max_len, card["max_model_len"])
             mode = None
             if probe_transport:
-                mode = _probe(client, replica, role, wanted, probe_ids, max_retries, backoff_s, secrets)
+                mode = await _probe(client, replica, role, wanted, probe_ids, max_retries, backoff_s, secrets)
                 modes.add(mode[:2])
-            kind, n_slots = _server_kind(client, replica, str(card.get("owned_by") or ""),
+            kind, n_slots = await _server_kind(client, replica, str(card.get("owned_by") or ""),
                                          mode is not None and mode[2])
             kinds.add(kind)
             if n_slots:
@@ -137,12 +145,13 @@ def check_ready(
     return Readiness(wanted, root, max_len, transport, readback, server, min(slots) if slots else 0)
 
 
-def _server_kind(client: Any, replica: Any, owned_by: str, refused_validation: bool) -> tuple[str, int]:
+async def _server_kind(client: HTTPClient, replica: Any, owned_by: str,
+                       refused_validation: bool) -> tuple[str, int]:
     """(the server's kind, its slots when llama.cpp says) from the card and `GET /props`."""
     if owned_by in ("vllm", "sglang"):
         return owned_by, 0
     try:
-        resp = client.get(replica.url + "/props")
+        resp = await client.request("GET", replica.url + "/props")
         props = resp.json() if resp.status_code == 200 else None
     except Exception:  # noqa: BLE001 - any failure: not llama-server
         props = None
@@ -155,12 +164,12 @@ def _server_kind(client: Any, replica: Any, owned_by: str, refused_validation: b
     return owned_by, 0
 
 
-def _probe(client: Any, replica: Any, role: str, model: str, ids: list[int], max_retries: int,
-           backoff_s: float, secrets: Sequence[str]) -> tuple[str, str, bool]:
+async def _probe(client: HTTPClient, replica: Any, role: str, model: str, ids: list[int], max_retries: int,
+                 backoff_s: float, secrets: Sequence[str]) -> tuple[str, str, bool]:
     """One 1-token completion: does the server take token ids, and return them? (transport,
     readback, whether ids were refused with llama-cpp-python's validation error)"""
     body = {"model": model, "prompt": ids, "max_tokens": 1, "temperature": 0.0, "return_token_ids": True}
-    status, choice = _probe_post(client, replica, role, body, max_retries, backoff_s, secrets)
+    status, choice = await _probe_post(client, replica, role, body, max_retries, backoff_s, secrets)
     if status in (400, 422) or (status >= 500 and REFUSED_PROMPT.search(str(choice))):
         return "text", "text", bool(REFUSED_PROMPT.search(str(choice)))  # ids refused (llama.cpp)
     if status != 200:
@@ -168,7 +177,7 @@ def _probe(client: Any, replica: Any, role: str, model: str, ids: list[int], max
     if isinstance(choice.get("token_ids"), list):
         return "token_ids", "return_token_ids", False
     body.update(logprobs=0, return_tokens_as_token_ids=True)
-    status, choice = _probe_post(client, replica, role, body, max_retries, backoff_s, secrets)
+    status, choice = await _probe_post(client, replica, role, body, max_retries, backoff_s, secrets)
     if status == 200 and ids_from_logprobs(choice) is not None:
         return "token_ids", "logprobs", False
     log.warning("%s server %s takes token-id prompts but returns no token ids: its text is "
@@ -176,15 +185,13 @@ def _probe(client: Any, replica: Any, role: str, model: str, ids: list[int], max
     return "token_ids+text_out", "text", False
 
 
-def _probe_post(client: Any, replica: Any, role: str, body: dict, max_retries: int, backoff_s: float,
-                secrets: Sequence[str]) -> tuple[int, Any]:
+async def _probe_post(client: HTTPClient, replica: Any, role: str, body: dict, max_retries: int,
+                      backoff_s: float, secrets: Sequence[str]) -> tuple[int, Any]:
     """POST a probe, retrying transient faults like any request: (status, first choice or error text)."""
-    import httpx
-
     for attempt in range(max_retries + 1):
         try:
-            resp = client.post(replica.url + "/v1/completions", content=json.dumps(body))
-        except httpx.HTTPError as exc:
+            resp = await client.request("POST", replica.url + "/v1/completions", json.dumps(body).encode())
+        except HTTPFault as exc:
             status, detail = 0, f"{type(exc).__name__}: {redact_text(exc, secrets)}"
         else:
             status, detail = resp.status_code, redact_text(snippet(resp.text), secrets)
@@ -196,7 +203,7 @@ def _probe_post(client: Any, replica: Any, role: str, body: dict, max_retries: i
             elif not is_retryable_status(status) or REFUSED_PROMPT.search(detail):
                 return status, detail  # llama-cpp-python reports its validation error as a 500
         if attempt < max_retries:
-            time.sleep(random.uniform(0.0, min(MAX_BACKOFF_S, backoff_s * 2 ** attempt)))
+            await asyncio.sleep(random.uniform(0.0, min(MAX_BACKOFF_S, backoff_s * 2 ** attempt)))
     raise ServerNotReady(f"{role} server {replica.shown}: probe completion failed after {max_retries} "
                          f"retries: {detail}")
 
@@ -205,19 +212,23 @@ def probe_stream(replicas: Sequence[Any], body: dict, *, headers: dict[str, str]
                  needs_ids: str) -> bool:
     """Whether each replica streams `body` as events with choices (and ids: `needs_ids` is
     "return_token_ids" or "logprobs"; "" for text)."""
-    import httpx
+    return run_sync(lambda: _probe_stream(replicas, body, headers, timeout_s, needs_ids))
 
-    for replica in replicas:
-        events = 0
-        try:
-            with httpx.Client(timeout=timeout_s, headers=headers) as client:
-                with client.stream("POST", replica.url + "/v1/completions", content=json.dumps(body)) as resp:
+
+async def _probe_stream(replicas: Sequence[Any], body: dict, headers: dict[str, str], timeout_s: float,
+                        needs_ids: str) -> bool:
+    payload = json.dumps(body).encode()
+    async with HTTPClient(headers, timeout_s) as client:
+        for replica in replicas:
+            events = 0
+            try:
+                resp = await client.request("POST", replica.url + "/v1/completions", payload, stream=True)
+                try:
                     if resp.status_code != 200 or "event-stream" not in resp.headers.get("content-type", ""):
                         return False
-                    for line in resp.iter_lines():
-                        if not line.startswith("data:") or line[5:].strip() == "[DONE]":
-                            continue
-                        choices = json.loads(line[5:]).get("choices") or []
+                    async for line in resp.lines():
+                        event = event_data(line)
+                        choices = event.get("choices") if isinstance(event, dict) else None
                         if not choices or not isinstance(choices[0], dict):
                             continue
                         choice = choices[0]
@@ -227,19 +238,18 @@ def probe_stream(replicas: Sequence[Any], body: dict, *, headers: dict[str, str]
                             if needs_ids == "logprobs" and ids_from_logprobs(choice) is None:
                                 return False
                         events += 1
-        except (httpx.HTTPError, ValueError, AttributeError):
-            return False
-        if not events:
-            return False
+                finally:
+                    resp.close()
+            except (HTTPFault, ValueError):
+                return False
+            if not events:
+                return False
     return True
 
 
-async def ping(url: str, headers: dict[str, str], timeout_s: float) -> bool:
+async def ping(client: HTTPClient, url: str, timeout_s: float) -> bool:
     """Whether the server at `url` answers `GET /v1/models` with 200 within `timeout_s`."""
-    import httpx
-
     try:
-        async with httpx.AsyncClient(headers=headers, timeout=timeout_s) as client:
-            return (await client.get(url + "/v1/models")).status_code == 200
-    except (httpx.HTTPError, OSError):
+        return (await client.request("GET", url + "/v1/models", timeout_s=timeout_s)).status_code == 200
+    except HTTPFault:
         return False

@@ -1,15 +1,8 @@
-"""Replicas of one role: their connections, which replica serves which sequence, and a circuit
-breaker per replica, so that a dead server is a pause, not a failure.
+"""Replicas of one role: which replica serves which sequence, and a circuit breaker per replica,
+so that a dead server is a pause, not a failure.
 
-Owns the connection pools and the up/down state of every server. Promises:
+Owns the up/down state of every server (connections are `client.HTTPClient`'s). Promises:
 
-- **A connection is reused only after a complete exchange.** A request that is cancelled
-  (`asyncio.CancelledError`, e.g. a sample task cancelled mid-read), times out or fails hands its
-  connection to `discard`, which closes it; only `give_back` after a whole response returns it to
-  the pool. (Otherwise the next request on it reads the previous request's answer.)
-- **Which client**: the lean `http1` client for plain http reached without a proxy, else a
-  one-connection `httpx.AsyncClient` (https, proxies); `bench/bench_http.py` keeps the choice
-  honest.
 - **Pinning**: a sequence (`seq_id`) is pinned to one replica that is up, the least loaded when
   first seen, until `release`, so the server's prefix cache keeps hitting; if its replica goes
   down it moves to another one that is up.
@@ -30,11 +23,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from tessy.backends import http1
 from tessy.backends.base import ServersUnavailable
 
 log = logging.getLogger(__name__)
@@ -55,47 +47,13 @@ def base_url(url: str) -> tuple[str, str]:
     return urlunsplit(parts._replace(netloc=host)), f"{unquote(user)}:{unquote(password)}"
 
 
-def direct_http(url: str) -> bool:
-    """Whether `url` is plain http reached without a proxy (then the lean `http1` client serves it)."""
-    import urllib.request
-
-    parts = urlsplit(url)
-    if parts.scheme != "http":
-        return False
-    return "http" not in urllib.request.getproxies() or bool(urllib.request.proxy_bypass(parts.hostname or ""))
-
-
-class Connector:
-    """Makes a new connection to a replica: an `http1.Connection`, or a one-connection httpx client."""
-
-    def __init__(self, headers: dict[str, str], timeout_s: float):
-        self.headers, self.timeout_s = headers, timeout_s
-        self._ssl: Any = None
-
-    def __call__(self, replica: "Replica") -> Any:
-        if direct_http(replica.url):
-            return http1.Connection(replica.url, self.headers, self.timeout_s, min(self.timeout_s, 30.0))
-        import httpx
-
-        if self._ssl is None:
-            import ssl
-
-            self._ssl = ssl.create_default_context()  # one context for all clients (each costs ~20 ms)
-        return httpx.AsyncClient(
-            base_url=replica.url, headers=self.headers, verify=self._ssl,
-            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-            timeout=httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, 30.0)))
-
-
 @dataclass
 class Replica:
     """One server: its URL (`url` may hold userinfo and is used only to connect; `shown` is the
-    redacted form for messages), its idle connections, and its breaker state."""
+    redacted form for messages), and its breaker state."""
 
     url: str
     shown: str
-    idle: list = field(default_factory=list)  # connections with no request in flight (LIFO)
-    loop: Any = None  # the event loop the connections belong to
     live: int = 0  # sequences pinned here
     down_since: float | None = None  # monotonic time it was marked down; None while up
     next_probe: float = 0.0
@@ -115,7 +73,6 @@ class ReplicaSet:
         *,
         role: str,
         stats: Any,
-        connect: Callable[[Replica], Any],
         ping: Callable[[Replica], Awaitable[bool]],
         wait_s: float = 300.0,
         probe_interval_s: float = 0.5,
@@ -124,50 +81,20 @@ class ReplicaSet:
         self.replicas = replicas
         self.role = role
         self.stats = stats
-        self.connect = connect  # a new connection to a replica
         self.ping = ping  # does the replica answer?
         self.wait_s = float(wait_s)
         self.probe_interval_s = float(probe_interval_s)
         self.max_probe_interval_s = float(max_probe_interval_s)
         self._pinned: dict[str, Replica] = {}
         self._next = 0
-        self._tasks: set[asyncio.Task] = set()  # probes and closes running in the background
-
-    # ---- connections ---------------------------------------------------------------------------
-
-    def take(self, replica: Replica) -> Any:
-        """An idle connection of the replica, or a new one."""
-        loop = asyncio.get_running_loop()
-        if replica.loop is not loop:  # connections belong to one event loop
-            replica.idle, replica.loop = [], loop
-        return replica.idle.pop() if replica.idle else self.connect(replica)
-
-    def give_back(self, replica: Replica, connection: Any) -> None:
-        """Return a connection whose last exchange completed: the next request may use it."""
-        if replica.loop is asyncio.get_running_loop():
-            replica.idle.append(connection)
-
-    def discard(self, connection: Any) -> None:
-        """Close a connection whose exchange did not complete (cancelled, failed, timed out)."""
-        close = getattr(connection, "close", None)
-        if close is not None and not asyncio.iscoroutinefunction(close):
-            close()  # http1.Connection: closing the transport is synchronous
-            return
-        try:  # an httpx client: close it in the background (this may run inside a cancellation)
-            self._spawn(connection.aclose())
-        except RuntimeError:  # the loop is gone: nothing left to close on
-            pass
+        self._tasks: set[asyncio.Task] = set()  # probes running in the background
 
     async def aclose(self) -> None:
+        """Stop the probes running in the background."""
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for replica in self.replicas:
-            if replica.loop is asyncio.get_running_loop():
-                for connection in replica.idle:
-                    await connection.aclose()
-            replica.idle, replica.loop = [], None
 
     # ---- pinning and the breaker ---------------------------------------------------------------
 

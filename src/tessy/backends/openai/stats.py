@@ -21,6 +21,7 @@ class HTTPStats:
     prompt_tokens: int = 0  # prompt tokens the servers counted (`usage`; else the context ids sent)
     prompt_processed: int = 0  # of those, the ones the servers computed (not found in a prefix cache)
     prompt_reported: int = 0  # answers that said how much of the prompt was cached
+    prompt_unknown: int = 0  # streams stopped before the server said it (see `cache`): counted as computed
     follow_ups: int = 0  # of those, requests of a sample after its first (see `cache.PromptMeter`)
     follow_up_excess: int = 0  # prompt tokens those computed beyond the ones new since the sample's last request
     completion_tokens: int = 0
@@ -36,5 +37,6 @@ class HTTPStats:
         """What the progress line and the run report show (`Backend.server_counters`)."""
         return {"retries": self.retries, "faults": self.faults_total, "down": self.replicas_down,
                 "prompt_tokens": self.prompt_tokens, "prompt_processed": self.prompt_processed,
-                "prompt_reported": self.prompt_reported, "follow_ups": self.follow_ups,
+                "prompt_reported": self.prompt_reported, "prompt_unknown": self.prompt_unknown,
+                "follow_ups": self.follow_ups,
                 "follow_up_excess": self.follow_up_excess, "completions": self.completions}
