@@ -1,5 +1,6 @@
 """`tessy analyze`: figures from hand-made records (exact numbers), the report folder, the CLI,
-and the student NLL scorer on a tiny random model (batched = one at a time = by hand)."""
+the sparse TF-IDF and PCA against their dense formulas, records streamed from the files, and the
+student NLL scorer on a tiny random model (batched = one at a time = chunked = by hand)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import pytest
 
 from tessy.analysis import analyze
 from tessy.analysis.figures import compute
-from tessy.analysis.load import align, load_runs
+from tessy.analysis.load import Row, align, iter_records, load_runs
 from tessy.analysis.report import summary_table, write_report
-from tessy.analysis.text import pca_2d, tfidf, top_words
+from tessy.analysis.text import pca_2d, tfidf, top_words, words
 
 
 def record(sample_id, method, spans, prompt="Add the numbers."):
@@ -78,11 +79,67 @@ def test_figures_from_records(tmp_path):
 
 def test_text_helpers():
     matrix, vocab = tfidf(["a b b", "a c", ""])
-    assert np.allclose(np.linalg.norm(matrix[:2], axis=1), 1.0) and not matrix[2].any()
+    dense = matrix.toarray()  # the matrix is sparse (scipy CSR) now, float32
+    assert np.allclose(np.linalg.norm(dense[:2], axis=1), 1.0) and not dense[2].any()
     assert vocab == ["a", "b", "c"]
     points, ratios = pca_2d(np.eye(4))
     assert points.shape == (4, 2) and 0 <= sum(ratios) <= 1.0 + 1e-9
     assert top_words(["the cat and the cat", "dog"], 2) == [("cat", pytest.approx(2000 / 6)), ("dog", pytest.approx(1000 / 6))]
+
+
+def random_texts(n=200, vocabulary=300, seed=0):
+    rng = np.random.default_rng(seed)
+    return [" ".join(f"w{i}" for i in rng.integers(0, vocabulary, rng.integers(0, 60))) for _ in range(n)]
+
+
+def test_sparse_tfidf_is_the_dense_formula():
+    texts = random_texts()
+    matrix, vocab = tfidf(texts)
+    index = {word: j for j, word in enumerate(vocab)}
+    counts = np.zeros((len(texts), len(vocab)))
+    for r, text in enumerate(texts):
+        for word in words(text):
+            counts[r, index[word]] += 1
+    dense = counts * (np.log((1 + len(texts)) / (1 + (counts > 0).sum(axis=0))) + 1)
+    dense /= np.maximum(np.linalg.norm(dense, axis=1, keepdims=True), 1e-300)
+    assert vocab == sorted(vocab) and matrix.dtype == np.float32
+    assert np.allclose(matrix.toarray(), dense, atol=1e-6)
+    # Capped: the most frequent words are kept (ties alphabetical), each row renormalised over them.
+    capped, kept = tfidf(texts, max_features=50)
+    totals = counts.sum(axis=0)
+    assert kept == sorted(sorted(vocab, key=lambda w: (-totals[index[w]], w))[:50]) and capped.shape == (200, 50)
+    norms = np.linalg.norm(capped.toarray(), axis=1)
+    assert np.allclose(norms[norms > 0], 1.0, atol=1e-6)
+
+
+def test_cli_defaults_are_the_library_ones():
+    from tessy.analysis import nll, text
+    from tessy.cli import analyze as cli
+
+    assert cli.MAX_FEATURES == text.MAX_FEATURES and cli.DEVICES == nll.DEVICES
+
+
+def test_sparse_pca_is_the_dense_pca():
+    matrix, _ = tfidf(random_texts(n=300, vocabulary=80, seed=1))
+    dense_points, dense_ratios = pca_2d(matrix.toarray())  # LAPACK SVD of the centred matrix
+    sparse_points, sparse_ratios = pca_2d(matrix, dense_cells=0)  # ARPACK, centred implicitly
+    assert np.allclose(sparse_ratios, dense_ratios, rtol=1e-4) and sparse_ratios[0] >= sparse_ratios[1] > 0
+    assert np.allclose(sparse_points, dense_points, atol=1e-4)
+
+
+def test_records_are_streamed_not_kept(tmp_path):
+    folders = write_runs(tmp_path)
+    path = folders[0] / "records.jsonl"  # q1 written again (a rerun): the later line counts
+    again = record("q1", "student-only", [("student", "response", "Rewritten answer.", 3)])
+    path.write_text(path.read_text() + json.dumps(again) + "\n")
+    groups = load_runs(folders)
+    assert all(type(row) is Row for group in groups for row in group.rows.values())
+    assert groups[0].rows["q1"].tokens == 3 and groups[0].models["student"]["model"] == "smollm2-135m-instruct"
+    align(groups)
+    seen = [(g, record_id, rec["messages"][-1]["content"]) for g, record_id, rec in iter_records(groups)]
+    assert len(seen) == 12 and (0, "q1", "Rewritten answer.") in seen
+    assert not any(record_id == "extra" for _, record_id, _ in seen)
+    assert compute(groups)["lengths"]["student-only"]["response"]["values"] == [10.0, 3.0, 10.0, 10.0]
 
 
 @pytest.mark.slow
@@ -92,8 +149,10 @@ def test_report_folder_and_cli(tmp_path, capsys):
     folders = write_runs(tmp_path)
     out = tmp_path / "report"
     assert main(["analyze", *map(str, folders), "-o", str(out), "--no-nll"]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "tessy" in printed and "teacher share" in printed and "75.0%" in printed
+    assert "reading responses" in captured.err and "12/12" in captured.err  # the progress bar, on stderr
     for name in ("teacher_share", "lengths", "similarity", "pca", "top_words"):
         png = out / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -143,6 +202,18 @@ def test_student_nll_is_batch_invariant_and_exact(tiny_student):
     assert [s.tokens for s in batched] == [s.tokens for s in single]
     for a, b in zip(batched, single):
         assert a.mean == pytest.approx(b.mean, abs=1e-4)
+
+    class Bar:
+        n = 0
+
+        def update(self, count):
+            self.n += count
+
+    bar = Bar()  # a stream, 3 records encoded at a time, 2 per forward: the same scores, every one counted
+    chunked = StudentScorer(tiny_student, chat_format="plain", batch_size=2, chunk=3).score(iter(records), progress=bar)
+    assert bar.n == len(records) and [s.tokens for s in chunked] == [s.tokens for s in single]
+    for a, b in zip(chunked, single):
+        assert a.mean == pytest.approx(b.mean, abs=1e-4)
     # By hand, for the first record: full forward, no padding.
     scorer = StudentScorer(tiny_student, chat_format="plain")
     prompt, response, _ = scorer.encode(records[0])
@@ -158,4 +229,23 @@ def test_analyze_with_nll(tmp_path, tiny_student):
     figures = analyze(write_runs(tmp_path), tmp_path / "out", student=tiny_student, student_format="plain")
     nll = figures["student_nll"]
     assert set(nll) == {"student-only", "teacher-only", "tessy"} and all(v["n"] == 4 for v in nll.values())
+    assert all(v["ids"] == ["q0", "q1", "q2", "q3"] for v in nll.values())
     assert (tmp_path / "out" / "student_nll.png").exists()
+    # --device auto (the default) is cuda when torch sees one, else cpu.
+    import torch
+
+    assert figures["student_device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.slow
+def test_device_cuda_without_a_gpu_is_a_one_line_error(tmp_path, tiny_student, capsys):
+    import torch
+
+    from tessy.cli.main import EXIT_ERROR, main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    folders = write_runs(tmp_path)
+    code = main(["analyze", *map(str, folders), "-o", str(tmp_path / "r"), "--student", tiny_student,
+                 "--student-format", "plain", "--device", "cuda", "--no-progress"])
+    assert code == EXIT_ERROR and "torch sees no CUDA device" in capsys.readouterr().err

@@ -4,12 +4,16 @@ For each record the response (the assistant content, thinking included) is score
 student model after the prompt rendered in the student's chat format, exactly the tokens SFT
 would train on: `nll = -mean log p(token | prompt, earlier response tokens)` over the response
 tokens (the end-of-turn token is not counted). Lower means the student would have written it
-more readily. Runs in process with transformers (CPU is fine for the demo models).
+more readily. Runs in process with transformers, fp32, on `device` ("auto": cuda when torch sees
+a GPU, else cpu; CPU is fine for the demo models).
 
-Promises: rows are left-padded and batched by length (at most `batch_size` rows and
-`max_batch_tokens` tokens of input per forward), with explicit position ids, so padding never
-changes a score; logits are computed only for the response positions; a response longer than
-`max_response_tokens` is scored on its first `max_response_tokens` tokens (reported).
+Promises: records are consumed as a stream, `chunk` at a time (encoded, sorted by length, scored,
+then dropped), so memory does not grow with the number of records; within a chunk rows are
+left-padded and batched by length (at most `batch_size` rows and `max_batch_tokens` tokens of input
+per forward), with explicit position ids, so padding never changes a score; logits are computed
+only for the response positions, and no log-softmax of the whole window is kept; a response
+longer than `max_response_tokens` is scored on its first `max_response_tokens` tokens (reported).
+`score(records, progress=bar)` advances a tqdm-like `bar` by the responses of each forward.
 """
 
 from __future__ import annotations
@@ -29,11 +33,23 @@ class Scored:
         return self.nll_sum / self.tokens if self.tokens else float("nan")
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str) -> str:
+    """"auto" -> "cuda" when torch sees a GPU, else "cpu"; any other name is returned as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 class StudentScorer:
     """Loads the student once; `score(records)` returns one `Scored` per record, in order."""
 
     def __init__(self, model: str, chat_format: str = "auto", device: str = "cpu", batch_size: int = 8,
-                 max_batch_tokens: int = 8192, max_response_tokens: int = 1024):
+                 max_batch_tokens: int = 8192, max_response_tokens: int = 1024, chunk: int | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -42,9 +58,12 @@ class StudentScorer:
 
         path = resolve_model(model)
         self.torch = torch
+        self.device = resolve_device(device)
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r}: torch sees no CUDA device (use cpu, or auto)")
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device).eval()
-        self.device = device
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(self.device).eval()
+        self.chunk = chunk or max(256, 32 * batch_size)
         self.format = get_format(chat_format, self.tokenizer)
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
@@ -66,8 +85,19 @@ class StudentScorer:
         limit = min(self.max_response_tokens, room)
         return prompt, response[:limit], len(response) > limit
 
-    def score(self, records: Iterable[dict[str, Any]]) -> list[Scored]:
-        encoded = [self.encode(record) for record in records]
+    def score(self, records: Iterable[dict[str, Any]], progress: Any = None) -> list[Scored]:
+        results: list[Scored] = []
+        pending: list[tuple[list[int], list[int], bool]] = []
+        for record in records:
+            pending.append(self.encode(record))
+            if len(pending) >= self.chunk:
+                results.extend(self._score_encoded(pending, progress))
+                pending = []
+        if pending:
+            results.extend(self._score_encoded(pending, progress))
+        return results
+
+    def _score_encoded(self, encoded: list[tuple[list[int], list[int], bool]], progress: Any) -> list[Scored]:
         results: list[Scored | None] = [None] * len(encoded)
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
         batch: list[int] = []
@@ -81,6 +111,8 @@ class StudentScorer:
             if batch:
                 for i, scored in zip(batch, self._score_batch([encoded[i] for i in batch])):
                     results[i] = scored
+                if progress is not None:
+                    progress.update(len(batch))
             batch = [index] if index is not None else []
         return [r for r in results if r is not None]
 
@@ -100,18 +132,17 @@ class StudentScorer:
         with torch.inference_mode():
             output = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                                 position_ids=positions.to(self.device), logits_to_keep=keep)
-            logits = output.logits[:, -keep:, :].float()
-            logprobs = torch.log_softmax(logits, dim=-1)
-        out = []
-        for row, (_, response, truncated) in enumerate(rows):
-            r = len(response)
-            if r == 0:
-                out.append(Scored(0.0, 0, truncated))
-                continue
-            # Window index j holds the logits at absolute position width - keep + j; token at
-            # position t is predicted at t - 1, and the response fills the last r positions.
-            predicted = logprobs[row, keep - r - 1: keep - 1, :]
-            targets = torch.tensor(response, device=predicted.device)
-            nll = -predicted.gather(1, targets[:, None]).sum().item()
-            out.append(Scored(nll, r, truncated))
+            logits = output.logits[:, -keep:, :]
+            out = []
+            for row, (_, response, truncated) in enumerate(rows):
+                r = len(response)
+                if r == 0:
+                    out.append(Scored(0.0, 0, truncated))
+                    continue
+                # Window index j holds the logits at absolute position width - keep + j; token at
+                # position t is predicted at t - 1, and the response fills the last r positions.
+                predicted = logits[row, keep - r - 1: keep - 1, :].float()
+                targets = torch.tensor(response, device=predicted.device)
+                nll = torch.nn.functional.cross_entropy(predicted, targets, reduction="sum").item()
+                out.append(Scored(nll, r, truncated))
         return out
