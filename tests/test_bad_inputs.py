@@ -313,3 +313,32 @@ def test_synthesize_help_documents_exit_codes_and_bounds(capsys):
     assert "Samples in flight at once. (default: 8; at least 1)" in text
     assert "Nucleus sampling threshold. (default: 0.95; greater than 0 and at most 1)" in text
     assert "one of: tessy, teacher-only" in text
+
+
+# --- tessy export: bad layout, reasoning-field and token-limit settings ------------------------------
+
+EXPORT_CASES = [
+    ("max-tokens-zero", ["--max-tokens", "0"], "expected an integer at least 1"),
+    ("max-tokens-no-tokenizer", ["--max-tokens", "100", "--tokenizer", "{tmp}/no-tokenizer"],
+     "could not load the student's tokenizer"),
+    ("sharegpt-thinking-field", ["--to", "sharegpt", "--reasoning-field", "thinking"],
+     "the sharegpt export writes the response as text"),
+    ("prompt-completion-with-field", ["--layout", "prompt-completion", "--reasoning-field", "thinking"],
+     "applies to the messages layout"),
+    ("unknown-layout", ["--layout", "conversation"], "invalid choice: 'conversation'"),
+    ("unknown-reasoning-field", ["--reasoning-field", "reasoning"], "invalid choice: 'reasoning'"),
+    ("mixed-student-formats", ["{tmp}/run2"], "different chat formats (harmony, qwen3): export them separately"),
+]
+
+
+@pytest.mark.parametrize("name,args,message", EXPORT_CASES, ids=[case[0] for case in EXPORT_CASES])
+def test_bad_export_setting(name, args, message, tmp_path, capsys):
+    from tests.test_export import make_record, write_run
+
+    write_run(tmp_path / "run", [make_record("a", fmt="qwen3"), make_record("b", fmt="qwen3")])
+    write_run(tmp_path / "run2", [make_record("c", fmt="harmony")])
+    argv = ["export", str(tmp_path / "run"), *(a.format(tmp=tmp_path) for a in args), "-o", str(tmp_path / "out")]
+    assert main(argv) == EXIT_ERROR
+    text = capsys.readouterr().err
+    assert message in text and "Traceback" not in text
+    assert not (tmp_path / "out").exists()

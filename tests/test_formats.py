@@ -302,3 +302,40 @@ def test_get_format_names():
         get_format("llama")
     with pytest.raises(ValueError, match="tokenizer"):
         get_format("auto")
+
+
+# --- the real templates (TRL's copies of the originals; tests/real_templates.py) -------------------
+
+
+@pytest.mark.parametrize("name", ["qwen3", "deepseek-r1"])
+def test_own_layout_equals_the_real_template(name):
+    from tests.real_templates import qwen3_real, r1_real
+
+    tokenizer = {"qwen3": qwen3_real, "deepseek-r1": r1_real}[name]()
+    fmt = get_format(name)
+    history = [*SYSTEM_USER, {"role": "assistant", "content": fmt.assistant_content(THINKING, ANSWER)},
+               {"role": "user", "content": "Sure?"}]
+    for messages in (USER, SYSTEM_USER, history):
+        assert fmt.prompt_text(None, messages) == fmt.prompt_text(tokenizer, messages)
+    assert THINKING not in fmt.prompt_text(tokenizer, history)  # both drop earlier thinking
+
+
+def test_harmony_prompt_and_response_with_the_real_gpt_oss_template():
+    from tests.real_templates import harmony_real
+
+    tokenizer, fmt = harmony_real(), get_format("harmony")
+    assert get_format("auto", tokenizer).name == "harmony"
+    text = fmt.prompt_text(tokenizer, SYSTEM_USER)
+    assert text.startswith("<|start|>system<|message|>You are ChatGPT") and "Reasoning: medium" in text
+    assert text.endswith("<|start|>user<|message|>What is 2+2?<|end|><|start|>assistant<|channel|>analysis<|message|>")
+    # The response, with the thinking in the `thinking` field, renders as the format writes it.
+    full = tokenizer.apply_chat_template([*SYSTEM_USER, {"role": "assistant", "content": ANSWER, "thinking": THINKING}],
+                                         tokenize=False)
+    assert full == text + fmt.assistant_content(THINKING, ANSWER)[len(fmt.thinking_opener):] + "<|return|>"
+    assert fmt.stop_token_ids(tokenizer) == {tokenizer.convert_tokens_to_ids(t) for t in ("<|return|>", "<|call|>",
+                                                                                            "<|endoftext|>")}
+    # Known differences of the built-in layout (used only without a harmony template): the real one
+    # also writes the current date, and "\n\n" after the developer instructions.
+    own = fmt.prompt_text(None, SYSTEM_USER)
+    assert "Current date: " in text and "Current date: " not in own
+    assert "# Instructions\n\nBe brief.\n\n<|end|>" in text and "# Instructions\n\nBe brief.<|end|>" in own

@@ -1,12 +1,16 @@
 """`tessy export RUN... --to FORMAT -o OUT`: SFT data from records, with a dataset card.
 
 Thin over `tessy.export.export_runs`; see that module for the promises (deterministic, written to a
-temporary folder and renamed, records only read).
+temporary folder and renamed, records only read). Prints the export's notes (why
+``--check-template`` dropped rows, in one line with the counts; what the dataset card asks to fill
+in), then one summary line.
 """
 
 from __future__ import annotations
 
 import argparse
+
+from tessy.cli.main import positive_int
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -46,34 +50,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split-seed", type=int, default=0, help="Seed of the id hash for the split (default 0).")
     parser.add_argument("--name", default="tessy", help="Dataset name (card title, LLaMA-Factory entries).")
     parser.add_argument("--no-spans", action="store_true", help="Leave the per-span provenance column out.")
+    parser.add_argument("--layout", choices=("auto", "messages", "prompt-completion"), default="auto",
+                        help="How rows carry the response: messages (a conversation the trainer renders with the "
+                             "chat template) or prompt-completion (the prompt already rendered through the "
+                             "template, the completion the student's text after it; for templates that drop the "
+                             "thinking from assistant turns). Default auto: prompt-completion for a deepseek-r1 "
+                             "student, messages otherwise.")
+    parser.add_argument("--reasoning-field", choices=("auto", "content", "reasoning_content", "thinking"),
+                        default="auto",
+                        help="Where a message's thinking goes (messages layout): content (the raw text, e.g. "
+                             "Qwen3's <think>...</think>), or reasoning_content / thinking (that field holds the "
+                             "thinking, content only the final answer). Default auto: thinking for a harmony "
+                             "(GPT-OSS) student, content otherwise.")
+    parser.add_argument("--tokenizer", default=None, metavar="TOKENIZER",
+                        help="The student's tokenizer (folder or model name) for --check-template, --max-tokens and "
+                             "prompt-completion prompts (default: the student model named in the records).")
     parser.add_argument("--check-template", nargs="?", const="student", default=None, metavar="TOKENIZER",
-                        help="Drop conversations that do not round-trip through this tokenizer's chat template "
-                             "(default when given bare: the student model named in the records).")
+                        help="Drop rows that do not survive the student's chat template as the trainer renders "
+                             "them, and say why in one line (TOKENIZER, else --tokenizer, else the student model "
+                             "named in the records).")
+    parser.add_argument("--max-tokens", type=positive_int, default=None, metavar="N",
+                        help="Drop rows whose rendered conversation is longer than N student tokens (the "
+                             "trainer's maximum length), rather than letting the trainer cut them.")
+    parser.add_argument("--license", default=None, metavar="ID",
+                        help="The dataset card's license (default: the models' license where tessy knows it, "
+                             "else a placeholder to fill in).")
+    parser.add_argument("--language", type=_csv, default=None, metavar="CODE1,CODE2",
+                        help="The dataset card's language codes (default: en when the data is clearly English, "
+                             "else a placeholder to fill in).")
 
 
 def run(args: argparse.Namespace) -> int:
     from tessy.export import Filters, export_runs
 
     filters = Filters(finish_reasons=args.finish_reasons, methods=args.method, teacher_share=args.teacher_share,
-                      verification=args.verification, verifier=args.verifier)
-    tokenizer = None
-    if args.check_template:
-        from tessy.export.runs import load_run
-        from tessy.models import load_tokenizer
-
-        spec = args.check_template
-        if spec == "student":
-            records = load_run(args.runs[0]).records
-            spec = next((r["models"]["student"]["model"] for r in records if r.get("models", {}).get("student")), None)
-            if not spec:
-                raise ValueError("the records name no student model; give --check-template TOKENIZER")
-        tokenizer = load_tokenizer(spec)
+                      verification=args.verification, verifier=args.verifier, max_tokens=args.max_tokens)
+    spec = args.check_template if args.check_template not in (None, "student") else args.tokenizer
     result = export_runs(args.runs, args.output, to=args.to, filters=filters,
                          validation_fraction=args.validation_fraction, split_seed=args.split_seed,
-                         dataset_name=args.name, spans=not args.no_spans, tokenizer=tokenizer,
-                         overwrite=args.overwrite)
+                         dataset_name=args.name, spans=not args.no_spans, overwrite=args.overwrite,
+                         check_template=bool(args.check_template), tokenizer_spec=spec, layout=args.layout,
+                         reasoning_field=args.reasoning_field, license=args.license, language=args.language)
+    for note in result["notes"]:
+        print(f"tessy export: {note}")
     splits = ", ".join(f"{k} {v}" for k, v in result["splits"].items()) or "nothing"
     dropped = ", ".join(f"{k} {v}" for k, v in result["dropped"].items()) or "none"
+    options = result["options"]
+    how = f"layout {options['layout']}"
+    if options["layout"] == "messages" and options["reasoning_field"] != "content":
+        how += f", thinking in {options['reasoning_field']}"
     print(f"exported {result['kept']} of {result['records_read']} records ({splits}) as {result['format']} "
-          f"to {result['output']}; dropped: {dropped}")
+          f"({how}) to {result['output']}; dropped: {dropped}")
     return 0

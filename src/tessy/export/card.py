@@ -1,12 +1,14 @@
 """The dataset card (``README.md``, Hugging Face dataset-card format) written with every export.
 
-A YAML header (license, task category, tags, size category, and ``configs`` where the format has
-plain data files) and a Markdown body that says where the data came from and what was kept:
+A YAML header (``license`` and ``language``, from `tessy.export.licenses` or the user; task
+category, tags, size category, and ``configs`` where the format has plain data files) and a
+Markdown body that says where the data came from and what was kept:
 the teacher and student (model, chat format, boundary predictor and the other model settings the
 records name), the tessy versions and config fingerprints, the filters, counts kept per split and
 dropped by reason, the teacher-token share and response lengths of what was kept, how to load it,
 and what every column and per-span provenance field means. Everything is computed from the
-exported rows and the records, never from side statistics.
+exported rows and the records, never from side statistics. A license or language tessy could not
+tell is a placeholder that says to fill it in, and the body says which models' terms apply.
 """
 
 from __future__ import annotations
@@ -16,10 +18,21 @@ import statistics
 from collections import Counter
 from typing import Any
 
+TEXT_COLUMNS = {
+    "content": {"messages": "the prompt turns, then the assistant response exactly as the student's chat format "
+                            "writes it (thinking included)"},
+    "reasoning_content": {"messages": "the prompt turns, then the assistant response: its thinking in "
+                                      "`reasoning_content`, the final answer alone in `content`"},
+    "thinking": {"messages": "the prompt turns, then the assistant response: its thinking in `thinking` (the "
+                             "analysis channel), the final answer alone in `content`"},
+    "prompt-completion": {
+        "prompt": "the prompt turns rendered through the student's chat template with the generation prompt (the "
+                  "text the student continued, thinking opener included; no BOS when the tokenizer adds one)",
+        "completion": "the student-format response after the prompt (thinking and answer), ending with the "
+                      "end-of-turn token"},
+}
 COLUMNS = {
     "id": "the prompt's id in the input file (the split is chosen by a hash of it)",
-    "messages": "the prompt turns, then the assistant response exactly as the student's chat format writes it "
-                "(thinking included)",
     "method": "how the response was made: tessy (teacher and student together), teacher-only, student-only, ...",
     "finish_reason": "stop (the response is complete); other reasons are dropped unless asked for",
     "teacher_share": "share of the response's tokens written by the teacher, counted in student tokens",
@@ -77,7 +90,7 @@ def summary(kept: list[tuple[dict, dict]], dropped: Counter, splits: dict[str, l
         "teacher_share": {"overall": teacher / tokens if tokens else None,
                           "per_response": _stats([r["teacher_share"] for r in rows])},
         "tokens_student": _stats([r["tokens_student"] for r in rows]),
-        "characters": _stats([len(r["messages"][-1]["content"]) for r in rows]),
+        "characters": _stats([len(rec["messages"][-1]["content"]) for rec in records]),
         "models": models,
         "config_fingerprints": sorted({str(rec.get("config_fingerprint")) for rec in records}),
         "tessy_versions": sorted({str(rec.get("tessy_version")) for rec in records}),
@@ -96,6 +109,8 @@ def render(stats: dict, fmt, filters: dict, files: list[str], folder_hint: str, 
     import yaml
 
     header: dict[str, Any] = {
+        "license": options["license"],
+        "language": options["language"],
         "pretty_name": f"{fmt.dataset_name} (tessy SFT data)",
         "task_categories": ["text-generation"],
         "tags": ["tessy", "synthetic", "sft", "reasoning"],
@@ -110,7 +125,8 @@ def render(stats: dict, fmt, filters: dict, files: list[str], folder_hint: str, 
             "(teacher-student cooperative data synthesis, the TESSY method): a teacher and the student "
             "write each response together, cut into spans by boundary predictors, and every span says "
             "which model wrote it.", "",
-            f"Format: **{fmt.name}**, {fmt.description}. Files: {', '.join(f'`{f}`' for f in files)}.", ""]
+            f"Format: **{fmt.name}**, {fmt.description}. Files: {', '.join(f'`{f}`' for f in files)}. "
+            f"Layout: {_layout_text(fmt)}.", ""]
 
     out += ["## Models", "", "| role | model | chat format | predictor | other settings |", "|---|---|---|---|---|"]
     for role, infos in sorted(stats["models"].items()):
@@ -120,6 +136,7 @@ def render(stats: dict, fmt, filters: dict, files: list[str], folder_hint: str, 
                        f"{json.dumps(other, sort_keys=True) if other else ''} |")
     out += ["", f"tessy version(s): {', '.join(stats['tessy_versions']) or 'n/a'}; config fingerprint(s): "
             f"{', '.join(f'`{f}`' for f in stats['config_fingerprints']) or 'n/a'}.", ""]
+    out += ["License: " + _license_text(options), ""]
     out += ["Source runs:", ""] + [f"- `{r['folder']}`: {r['records']} records (run fingerprint `{r['fingerprint']}`)"
                                    for r in stats["runs"]] + [""]
 
@@ -143,9 +160,31 @@ def render(stats: dict, fmt, filters: dict, files: list[str], folder_hint: str, 
     out += ["", "## How to load", "", "```python" if fmt.name != "sharegpt" else "```yaml",
             fmt.load_snippet(folder_hint), "```", ""]
 
-    out += ["## Columns", ""] + [f"- `{k}`: {v}" for k, v in COLUMNS.items()
-                                 if k != "spans" or fmt.spans]
+    layout = "prompt-completion" if fmt.layout == "prompt-completion" else fmt.reasoning_field
+    columns = {"id": COLUMNS["id"], **TEXT_COLUMNS[layout], **{k: v for k, v in COLUMNS.items() if k != "id"}}
+    out += ["## Columns", ""] + [f"- `{k}`: {v}" for k, v in columns.items() if k != "spans" or fmt.spans]
     if fmt.spans:
         out += ["", "Per-span provenance (`spans[*]`):", ""] + [f"- `{k}`: {v}" for k, v in SPAN_FIELDS.items()]
     out.append("")
     return "\n".join(out)
+
+
+def _license_text(options: dict) -> str:
+    unknown = options.get("license_unknown") or []
+    if unknown:
+        return (f"**to fill in** (`license:` above): the terms of every model that wrote the data apply, and tessy "
+                f"does not know those of {', '.join(f'`{m}`' for m in unknown)}.")
+    value = options["license"]
+    value = ", ".join(f"`{v}`" for v in value) if isinstance(value, list) else f"`{value}`"
+    if options.get("license_given"):
+        return f"{value}, as given to the export."
+    return f"{value}, from the models that wrote the data (their terms apply to it)."
+
+
+def _layout_text(fmt) -> str:
+    if fmt.layout == "prompt-completion":
+        return ("prompt-completion (the prompt rendered through the student's chat template, the completion the "
+                "student-format text a trainer learns)")
+    if fmt.reasoning_field == "content":
+        return "messages, the thinking in the assistant turn's text as the student's format writes it"
+    return f"messages, the thinking in the assistant turn's `{fmt.reasoning_field}` field, the answer in `content`"

@@ -3,7 +3,8 @@
 ``train.jsonl`` and ``validation.jsonl``: one row per line, keys in a fixed order, UTF-8 as is.
 `datasets.load_dataset("json", data_files=...)`, or `load_dataset(folder)` through the dataset
 card's ``configs``, gives a dataset whose ``messages`` column SFTTrainer renders with the model's
-chat template.
+chat template (or, in the prompt-completion layout, whose ``prompt`` and ``completion`` text
+columns it tokenizes as they are).
 """
 
 from __future__ import annotations
@@ -36,5 +37,4 @@ class MessagesJsonl(ExportFormat):
     def load_snippet(self, folder: str) -> str:
         return (f'from datasets import load_dataset\n'
                 f'data = load_dataset("json", data_files={{"train": "{folder}/train.jsonl", '
-                f'"validation": "{folder}/validation.jsonl"}})\n'
-                f'# trl.SFTTrainer(model=..., train_dataset=data["train"], ...) reads the "messages" column')
+                f'"validation": "{folder}/validation.jsonl"}})\n' + self.trainer_note())

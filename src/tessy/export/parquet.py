@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tessy.export.base import ExportFormat, arrow_table
+from tessy.export.base import ExportFormat
 
 
 class Parquet(ExportFormat):
@@ -23,7 +23,7 @@ class Parquet(ExportFormat):
         files = []
         for split, rows in splits.items():
             name = f"{split}.parquet"
-            pq.write_table(arrow_table(rows, self.spans), folder / name, compression="zstd")
+            pq.write_table(self.table(rows), folder / name, compression="zstd")
             files.append(name)
         return files
 
@@ -34,4 +34,4 @@ class Parquet(ExportFormat):
     def load_snippet(self, folder: str) -> str:
         return (f'from datasets import load_dataset\n'
                 f'data = load_dataset("parquet", data_files={{"train": "{folder}/train.parquet", '
-                f'"validation": "{folder}/validation.parquet"}})')
+                f'"validation": "{folder}/validation.parquet"}})\n' + self.trainer_note())

@@ -11,8 +11,13 @@ dropped for the FIRST of these that applies (so every record is counted once):
 - ``teacher_share``: its teacher-token share is outside ``[min, max]`` (inclusive);
 - ``verification=<status>``: its verdict (``pass``, ``fail``, ``error``, or ``unverified`` when it
   has none) is not one of ``filters.verification`` (when given);
-- ``chat_template``: with a tokenizer given, the conversation does not round-trip through its
-  chat template (`tessy.export.template`).
+- ``thinking_unfinished``: the layout puts the thinking apart from the answer (a reasoning field,
+  or prompt-completion) and the response's thinking never ended (`tessy.export.layouts`);
+- ``chat_template``: with a template check given, the row does not survive the student's chat
+  template as the trainer renders it (`tessy.export.template`);
+- ``max_tokens``: with ``filters.max_tokens`` set, the rendered row is longer than that many
+  student tokens (the trainer's maximum length), so a trainer would cut it (TRL keeps the start:
+  the answer and the end of turn would be lost).
 
 An id seen in two runs is an error (the export would hold two answers to one prompt under one
 id): export those runs separately or filter by method. `split_of(id)` puts an id in
@@ -39,6 +44,8 @@ class Filters:
     teacher_share: tuple[float, float] = (0.0, 1.0)
     verification: tuple[str, ...] | None = None
     verifier: str | None = None  # which verdict file (None: all of the run's)
+    #: Drop rows whose rendered conversation is longer than this many student tokens (None: no limit).
+    max_tokens: int | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.finish_reasons) - set(FINISH_REASONS)
@@ -52,12 +59,16 @@ class Filters:
         low, high = self.teacher_share
         if not 0.0 <= low <= high <= 1.0:
             raise ValueError(f"teacher share range {low}:{high} must satisfy 0 <= min <= max <= 1")
+        if self.max_tokens is not None and (isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int)
+                                            or self.max_tokens < 1):
+            raise ValueError(f"max tokens {self.max_tokens!r} must be a whole number of at least 1")
 
     def describe(self) -> dict[str, Any]:
         return {"finish_reasons": list(self.finish_reasons), "methods": list(self.methods) if self.methods else "any",
                 "teacher_share": list(self.teacher_share),
                 "verification": list(self.verification) if self.verification else "any",
-                "verifier": self.verifier or ("all" if self.verification else None)}
+                "verifier": self.verifier or ("all" if self.verification else None),
+                "max_tokens": self.max_tokens}
 
 
 def split_of(record_id: str, validation_fraction: float, seed: int = 0) -> str:
@@ -65,11 +76,18 @@ def split_of(record_id: str, validation_fraction: float, seed: int = 0) -> str:
     return "validation" if int.from_bytes(digest[:8], "big") / 2**64 < validation_fraction else "train"
 
 
-def make_row(record: dict, verdict: dict | None) -> dict[str, Any]:
+def make_row(record: dict, verdict: dict | None, layout=None) -> dict[str, Any] | str:
+    """The exported row of `record` (its text columns laid out by `layout`, a
+    `tessy.export.layouts.Layout`; by default the record's messages as they are), or the reason
+    the layout cannot hold it."""
+    fields = layout.fields(record) if layout is not None else {
+        "messages": [{"role": m["role"], "content": m["content"]} for m in record["messages"]]}
+    if isinstance(fields, str):
+        return fields
     totals = record.get("totals") or {}
     return {
         "id": str(record["id"]),
-        "messages": [{"role": m["role"], "content": m["content"]} for m in record["messages"]],
+        **fields,
         "method": record.get("method"),
         "finish_reason": record.get("finish_reason"),
         "teacher_share": float(totals.get("teacher_share") or 0.0),
@@ -79,9 +97,14 @@ def make_row(record: dict, verdict: dict | None) -> dict[str, Any]:
     }
 
 
-def select(runs: list, filters: Filters, template_check=None) -> tuple[list[tuple[dict, dict]], Counter]:
+def select(runs: list, filters: Filters, template_check=None, layout=None,
+           measure=None) -> tuple[list[tuple[dict, dict]], Counter]:
     """(kept (row, record) pairs, dropped counts by reason). `runs` are `tessy.export.runs.Run`s;
-    `template_check(messages)` returns None when the conversation round-trips, else why not."""
+    `layout` lays the rows out (`make_row`); `template_check(record_id, fields, record)` returns
+    None when the row survives the chat template, else a drop reason; `measure(fields, record)` is
+    the row's length in student tokens (needed with ``filters.max_tokens``)."""
+    if filters.max_tokens is not None and measure is None:
+        raise ValueError("--max-tokens needs the student's tokenizer to count tokens")
     kept: list[tuple[dict, dict]] = []
     dropped: Counter[str] = Counter()
     seen: dict[str, str] = {}
@@ -97,15 +120,24 @@ def select(runs: list, filters: Filters, template_check=None) -> tuple[list[tupl
                 raise ValueError(f"id {record_id!r} is in both {seen[record_id]} and {run.folder}: export them "
                                  "separately, or keep one method with --method")
             seen[record_id] = str(run.folder)
-            reason = _drop_reason(record, filters, verdicts.get(record_id), template_check)
+            reason = _drop_reason(record, filters, verdicts.get(record_id))
+            row = None if reason else make_row(record, verdicts.get(record_id), layout)
+            if isinstance(row, str):
+                reason = row
+            elif row is not None:
+                fields = {k: row[k] for k in ("messages", "prompt", "completion") if k in row}
+                if template_check is not None:
+                    reason = template_check(record_id, fields, record)
+                if not reason and filters.max_tokens is not None and measure(fields, record) > filters.max_tokens:
+                    reason = "max_tokens"
             if reason:
                 dropped[reason] += 1
             else:
-                kept.append((make_row(record, verdicts.get(record_id)), record))
+                kept.append((row, record))
     return kept, dropped
 
 
-def _drop_reason(record: dict, filters: Filters, verdict: dict | None, template_check) -> str | None:
+def _drop_reason(record: dict, filters: Filters, verdict: dict | None) -> str | None:
     messages = record.get("messages") or []
     if not messages or messages[-1].get("role") != "assistant" or not (messages[-1].get("content") or "").strip():
         return "no_response"
@@ -120,8 +152,4 @@ def _drop_reason(record: dict, filters: Filters, verdict: dict | None, template_
         status = verdict.get("status") if verdict else "unverified"
         if status not in filters.verification:
             return f"verification={status}"
-    if template_check is not None:
-        problem = template_check(messages)
-        if problem:
-            return "chat_template"
     return None
