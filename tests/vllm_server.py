@@ -13,6 +13,7 @@ with "CPU Generator does not use offset" when chunked prefill splits one).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 import urllib.request
@@ -47,9 +48,13 @@ class VllmServer:
     env: dict
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=60)
+        """Kill the server and its engine and worker processes (its own process group: killing
+        only the API process leaves them running, holding gigabytes)."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=60)
 
     def restart(self, timeout_s: float = 300.0) -> None:
         """Start the same server again on the same port (after `stop`)."""
@@ -78,7 +83,7 @@ def wait_ready(url: str, process: subprocess.Popen, log: Path, timeout_s: float)
                     return
         except OSError:
             time.sleep(0.5)
-    process.kill()
+    os.killpg(process.pid, signal.SIGKILL)
     raise RuntimeError(f"vLLM at {url} not ready after {timeout_s:.0f} s:\n{log.read_text()[-4000:]}")
 
 
