@@ -202,6 +202,80 @@ def bench_client(url: str, samples: int, steps: int, client: str, http1=None) ->
             "requests_per_s": samples * steps / wall, "client_cpu_ms_per_request": 1000 * cpu / (samples * steps)}
 
 
+async def make_stream(client: str, url: str, http1=None):
+    """(post(payload) -> the answer's lines, close()) for a streamed request with `client`."""
+    headers = {"Content-Type": "application/json"}
+    if client == "tessy":
+        from tessy.backends.openai.client import HTTPClient
+
+        tessy = HTTPClient(headers, 600.0)
+
+        async def post(payload):
+            response = await tessy.request("POST", url + "/v1/completions", payload, stream=True)
+            lines = [line async for line in response.lines()]
+            response.close()
+            return lines
+        return post, tessy.aclose
+    if client == "aiohttp":
+        import aiohttp
+
+        session = aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=0),
+                                        timeout=aiohttp.ClientTimeout(total=600))
+
+        async def post(payload):
+            async with session.post(url + "/v1/completions", data=payload) as response:
+                return [line.rstrip(b"\r\n") async for line in response.content]
+        return post, session.close
+    if client == "http1":
+        free = []
+
+        async def post(payload):
+            connection = free.pop() if free else http1.Connection(url, headers, 600.0)
+            response = await connection.open_stream("/v1/completions", payload)
+            lines = [line async for line in response.lines()]
+            if response.complete:
+                free.append(connection)
+            return lines
+
+        async def close():
+            for connection in free:
+                await connection.aclose()
+        return post, close
+    raise ValueError(client)
+
+
+STREAMED = ("tessy", "aiohttp", "http1")
+
+
+def bench_stream(url: str, samples: int, steps: int, client: str, http1=None) -> dict:
+    """`bench_client` with `stream: true`: each answer is 20 server-sent events (one per token, as
+    vLLM sends them), read to the end; the client CPU per request."""
+
+    async def run() -> tuple[float, float]:
+        post, close = await make_stream(client, url, http1)
+
+        async def sample(i: int) -> None:
+            context = list(range(300 + i % 7))
+            for _ in range(steps):
+                body = json.loads(request_body(context))
+                body["stream"] = True
+                for line in await post(json.dumps(body, separators=(",", ":")).encode()):
+                    if line.startswith(b"data:") and line[5:].strip() != b"[DONE]":
+                        choices = json.loads(line[5:])["choices"]
+                        context = context + (choices[0].get("token_ids") or [] if choices else [])
+
+        await asyncio.gather(*(sample(i) for i in range(samples)))
+        started, cpu = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(sample(i) for i in range(samples)))
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        await close()
+        return elapsed, cpu
+
+    wall, cpu = asyncio.run(run())
+    return {"client": client, "requests": samples * steps, "wall_s": wall, "requests_per_s": samples * steps / wall,
+            "client_cpu_ms_per_request": 1000 * cpu / (samples * steps)}
+
+
 def bench_backend(url: str, samples: int, steps: int) -> dict:
     """The same loops through `OpenAIHTTPBackend.generate` (bodies, parsing, accounting on top of
     the client): CPU per step."""
@@ -243,11 +317,15 @@ def compare_clients(samples: int, steps: int, rounds: int, http1_rev: str) -> di
     installed["httpx"] = installed["httpx-pool"] = importlib.util.find_spec("httpx") is not None
     available = [c for c in CLIENTS if installed[c]]
     runs: dict[str, list[dict]] = {c: [] for c in available}
+    streamed: dict[str, list[dict]] = {c: [] for c in STREAMED if c in available}
     with fake_servers({"model": "student"}) as (url,):
         for _ in range(rounds):
             for client in available:
                 runs[client].append(bench_client(url, samples, steps, client, http1))
+            for client in streamed:
+                streamed[client].append(bench_stream(url, samples, steps, client, http1))
         backend = bench_backend(url, samples, steps)
+    stream_medians = {c: statistics.median(r["client_cpu_ms_per_request"] for r in rs) for c, rs in streamed.items()}
     medians = {c: statistics.median(r["client_cpu_ms_per_request"] for r in rs) for c, rs in runs.items()}
     # Libraries: tessy's client is aiohttp with the timeouts and fault mapping http1 also has.
     libraries = {c: ms for c, ms in medians.items() if c in ("tessy", "aiohttp", "httpx", "httpx-pool")}
@@ -259,7 +337,11 @@ def compare_clients(samples: int, steps: int, rounds: int, http1_rev: str) -> di
         loop = medians.get("none", 0.0)  # what every client's loop does besides the client
         if medians["http1"] > loop:
             verdict["net_of_loop_best_library_over_http1"] = (libraries[best] - loop) / (medians["http1"] - loop)
-    return {"runs": runs, "median_cpu_ms_per_request": medians, "verdict": verdict, "backend": backend,
+    if "http1" in stream_medians:
+        best_streamed = min(ms for c, ms in stream_medians.items() if c != "http1")
+        verdict["streamed_best_library_over_http1"] = best_streamed / stream_medians["http1"]
+    return {"runs": runs, "median_cpu_ms_per_request": medians, "streamed_runs": streamed,
+            "streamed_median_cpu_ms_per_request": stream_medians, "verdict": verdict, "backend": backend,
             "http1_rev": http1_rev if http1 is not None else None}
 
 
@@ -367,6 +449,8 @@ def main() -> None:
     for name, ms in clients["median_cpu_ms_per_request"].items():
         rate = statistics.median(r["requests_per_s"] for r in clients["runs"][name])
         print(f"{'client CPU ms per request, ' + name:<52}{ms:>12.3f}   ({rate:.0f} requests/s)")
+    for name, ms in clients["streamed_median_cpu_ms_per_request"].items():
+        print(f"{'  streamed (20 events), ' + name:<52}{ms:>12.3f}")
     verdict = clients["verdict"]
     if "best_library_over_http1_cpu" in verdict:
         print(f"{'best library (' + verdict['best_library'] + ') / hand-written, CPU':<52}"
@@ -375,6 +459,9 @@ def main() -> None:
     if "net_of_loop_best_library_over_http1" in verdict:
         print(f"{'  the same, net of the loop without a client (none)':<52}"
               f"{verdict['net_of_loop_best_library_over_http1']:>11.2f}x")
+    if "streamed_best_library_over_http1" in verdict:
+        print(f"{'  streamed: best library / hand-written, CPU':<52}"
+              f"{verdict['streamed_best_library_over_http1']:>11.2f}x")
     backend = clients["backend"]
     print(f"{'backend generate: CPU ms per step (' + str(args.samples) + ' in flight)':<52}"
           f"{backend['client_cpu_ms_per_step']:>12.3f}   ({backend['steps_per_s']:.0f} steps/s)")

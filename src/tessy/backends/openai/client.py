@@ -39,6 +39,10 @@ from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 T = TypeVar("T")
 
+#: A stream's unread events are held to this many bytes (aiohttp pauses reading past twice this):
+#: a stream stopped at the cut leaves the rest unread in the socket, never parsed.
+STREAM_BUFFER = 1 << 12
+
 
 class HTTPFault(Exception):
     """A request failed in transport: no usable answer came (see `Timeout`, `ConnectionFault`)."""
@@ -139,7 +143,8 @@ class HTTPClient:
             try:
                 proxy, proxy_auth = self._proxy_for(url)
                 raw = await session.request(method, url, data=body, headers=headers, timeout=timeout,
-                                            proxy=proxy, proxy_auth=proxy_auth)
+                                            proxy=proxy, proxy_auth=proxy_auth,
+                                            read_bufsize=STREAM_BUFFER if stream else 1 << 16)
                 if stream:
                     return Response(raw)
                 answer = Response(raw, await raw.read())
