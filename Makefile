@@ -44,7 +44,7 @@ demo: install
 	$(BIN)/tessy demo
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 
 # The edit loop's tier (under 2 min on 2 cores): no real weights, server processes, kills or Ray.
 test-fast: install

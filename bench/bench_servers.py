@@ -154,6 +154,7 @@ def run_method(method: str, urls: dict[str, str], pids: dict[str, int], prompts:
     from tessy.cli.demo import PAIRS
     from tessy.config import ModelConfig, SpeedConfig, SynthesizeConfig
     from tessy.records import read_records
+    from tessy.backends.openai.cache import prompt_computed
     from tessy.runner import build_engine, synthesize
 
     pair = PAIRS[args.pair]
@@ -200,7 +201,8 @@ def run_method(method: str, urls: dict[str, str], pids: dict[str, int], prompts:
         "kept_tokens": kept, "kept_per_min": round(60 * kept / wall, 1) if wall else 0.0,
         "generated_per_kept": per_kept(sum(r["totals"]["generated"] for r in records)),
         "requests_per_kept": per_kept(sum(c.get("completions", 0) for c in stats.values())),
-        "prompt_processed_per_kept": per_kept(sum(c.get("prompt_processed", 0) for c in stats.values())),
+        # The servers' own count where they keep one (vLLM's /metrics: streams cut early included).
+        "prompt_processed_per_kept": per_kept(sum(prompt_computed(c)[0] for c in stats.values())),
         "prompt_sent_per_kept": per_kept(sum(c.get("prompt_tokens", 0) for c in stats.values())),
         "prompt_reported": sum(c.get("prompt_reported", 0) for c in stats.values()),
         "predictor_busy_share": round(predictor_busy / wall, 3) if wall else 0.0,

@@ -71,7 +71,7 @@ class Size:
     sft_max_length: int
     save_steps: int
     task_options: tuple[tuple[str, int], ...] = ()
-    max_batch: int = 16      # sequences per forward pass in synthesis
+    max_batch: int = 16      # sequences per forward pass in synthesis (speed only: not a setting of the experiment)
 
 
 SIZES = {
@@ -375,16 +375,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train", type=int, help="Training prompts (default: the preset's).")
     parser.add_argument("--heldout", type=int, help="Held-out problems (default: the preset's).")
     parser.add_argument("--sft-steps", type=int, help="Optimizer steps of each fine-tune (default: the preset's).")
+    parser.add_argument("--max-batch", type=int,
+                        help="Sequences per forward pass in synthesis (default: the preset's); a speed setting, "
+                             "so a run may resume with another.")
     args = parser.parse_args(argv)
     size = SIZES[args.size]
-    overrides = {k: v for k, v in (("train", args.train), ("heldout", args.heldout), ("sft_steps", args.sft_steps))
-                 if v is not None}
+    overrides = {k: v for k, v in (("train", args.train), ("heldout", args.heldout), ("sft_steps", args.sft_steps),
+                                   ("max_batch", args.max_batch)) if v is not None}
     out = Path(args.output)
     settings = out / "size.json"
     size = replace(size, **overrides)
     wanted = json.loads(json.dumps(asdict(size)))
-    if settings.exists() and json.loads(settings.read_text()) != wanted:
-        parser.error(f"{out} was made with other settings ({settings}); use another --output")
+    if settings.exists():
+        def shaping(settings: dict) -> dict:
+            return {k: v for k, v in settings.items() if k != "max_batch"}
+
+        if shaping(json.loads(settings.read_text())) != shaping(wanted):
+            parser.error(f"{out} was made with other settings ({settings}); use another --output")
     out.mkdir(parents=True, exist_ok=True)
     settings.write_text(json.dumps(wanted, indent=2) + "\n")
     run(size, out)

@@ -24,6 +24,8 @@ its prefix cache and reports how much of a prompt it found there: "vllm" as
 `usage.prompt_tokens_details.cached_tokens`, "llama.cpp" as `timings.prompt_n` (tokens
 processed) and `tokens_cached`; `cache_lag` drops that many tokens from the end of what a slot
 keeps (llama.cpp serving a sliding-window model without `--swa-full` computes them again).
+With "vllm" it also serves vLLM's own counters at `GET /metrics` (`vllm:prompt_tokens_total`,
+`vllm:prompt_tokens_cached_total`), counted when a prompt is taken in, streamed or not.
 
 Streaming (`stream: true`): the same answer as server-sent events over a chunked body, one event
 per token (`text` delta, `token_ids` / logprobs of that token when asked), then one with
@@ -98,6 +100,7 @@ class FakeOpenAIServer:
         self.keep_requests = keep_requests
         self.total_slots = total_slots
         self.cache_style = cache_style
+        self.prompt_taken = self.prompt_cached = 0  # vLLM's /metrics counters (cache_style "vllm")
         self.cache_lag = cache_lag  # tokens at the end of each request the slot does not keep
         self.slot_cache: dict[int, list[int]] = {}  # slot -> its last prompt
         self.streaming = streaming
@@ -205,6 +208,11 @@ class FakeOpenAIServer:
             return self._send(writer, 200, {"object": "list", "data": [card]})
         if method == "GET" and path == "/props" and self.total_slots is not None:
             return self._send(writer, 200, {"total_slots": self.total_slots, "build_info": "fake"})
+        if method == "GET" and path == "/metrics" and self.cache_style == "vllm":
+            labels = f'{{engine="0",model_name="{self.model}"}}'
+            page = (f"# TYPE vllm:prompt_tokens_total counter\nvllm:prompt_tokens_total{labels} {self.prompt_taken}.0\n"
+                    f"vllm:prompt_tokens_cached_total{labels} {self.prompt_cached}.0\n")
+            return self._send_raw(writer, 200, page.encode())
         if method != "POST" or path != "/v1/completions":
             return self._send(writer, 404, {"detail": "Not Found"})
         self.counts["completions"] += 1
@@ -290,7 +298,7 @@ class FakeOpenAIServer:
     def token_event(self, body: dict, answer: dict, base: dict, ids: list[int], text_ids: list[int], index: int,
                     shown: str) -> tuple[dict, str]:
         """The stream event of token `index`, and the text shown once it is sent. With vLLM's
-        `stream_options.continuous_usage_stats` it carries the usage so far; with llama.cpp's
+        `stream_options.continuous_usage_stats` it carries the usage so far (no cache figure); with llama.cpp's
         `timings_per_token`, the timings (so a client that closes a stream early still knows
         what the prompt cost)."""
         text = self.decode(text_ids[: index + 1]) if index < len(text_ids) else shown
@@ -304,8 +312,9 @@ class FakeOpenAIServer:
             part["logprobs"] = {"tokens": [f"token_id:{ids[index]}"], "token_logprobs": [0.0]}
         data = {**base, "choices": [part]}
         if (body.get("stream_options") or {}).get("continuous_usage_stats") and "usage" in answer:
+            # As vLLM: the usage so far, without `prompt_tokens_details` (only the last event has it).
             prompt = answer["usage"]["prompt_tokens"]
-            data["usage"] = {**answer["usage"], "completion_tokens": index + 1, "total_tokens": prompt + index + 1}
+            data["usage"] = {"prompt_tokens": prompt, "completion_tokens": index + 1, "total_tokens": prompt + index + 1}
         if body.get("timings_per_token") and "timings" in answer:
             data["timings"] = {**answer["timings"], "predicted_n": index + 1}
         return data, shown
@@ -362,6 +371,8 @@ class FakeOpenAIServer:
             self.slot_cache[slot] = held[: max(0, len(held) - self.cache_lag)]
             if self.cache_style == "vllm":
                 answer["usage"]["prompt_tokens_details"] = {"cached_tokens": cached}
+                self.prompt_taken += len(prompt_ids)
+                self.prompt_cached += cached
             else:
                 answer["timings"] = {"prompt_n": len(prompt_ids) - cached, "predicted_n": len(ids)}
                 answer["tokens_cached"] = cached

@@ -51,7 +51,8 @@ def test_capabilities_are_declared(server, smol_tokenizer):
     assert (backend.served_model, backend.transport) == ("smol", "token_ids")
     assert backend.server_counters() == {"retries": 0, "faults": 0, "down": 0, "prompt_tokens": 4,
                                          "prompt_processed": 4, "prompt_reported": 0, "prompt_unknown": 0, "follow_ups": 0,
-                                         "follow_up_excess": 0, "completions": 1}
+                                         "follow_up_excess": 0, "completions": 1, "server_prompt_tokens": 0,
+                                         "server_prompt_cached": 0, "server_counted": 0, "server_shared": 0}
     scripted = ScriptedBackend(smol_tokenizer, SCRIPT)
     assert (scripted.served_model, scripted.transport, scripted.server_counters()) == ("", "in_process", {})
     assert scripted.streams_tokens and not scripted.warms_prompts

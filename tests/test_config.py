@@ -195,7 +195,7 @@ def test_help_imports_no_heavy_library():
     import subprocess
     import sys
 
-    heavy = "('torch', 'transformers', 'httpx')"
+    heavy = "('torch', 'transformers', 'httpx', 'aiohttp')"
     code = f"import sys, tessy.cli.main; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -172,23 +172,15 @@ def test_backend_over_ipv6_loopback(smol_tokenizer):
         assert len(completions(fake)) >= 3  # the probes, the request and the stream
 
 
-class VLLMUsageServer(FakeOpenAIServer):
-    """Usage as vLLM streams it: the usage on every event has no `prompt_tokens_details`; only the
-    last event (sent when the stream runs to its end) says how much of the prompt was cached."""
-
-    def token_event(self, body, answer, base, ids, text_ids, index, shown):
-        data, shown = super().token_event(body, answer, base, ids, text_ids, index, shown)
-        if "usage" in data:
-            data["usage"] = {k: v for k, v in data["usage"].items() if k != "prompt_tokens_details"}
-        return data, shown
-
-
 def test_a_stream_stopped_before_vllms_usage_event_counts_its_cache_as_unknown(smol_tokenizer):
-    from tessy.backends.openai.cache import usage_note
+    """As vLLM streams: the usage on every event has no cache figure; only the last event (sent
+    when the stream runs to its end) says how much of the prompt was cached. The server's own
+    counters (`/metrics`) say it for both."""
+    from tessy.backends.openai.cache import prompt_computed, usage_note
 
     script = smol_tokenizer.encode(SCRIPT, add_special_tokens=False)
-    with VLLMUsageServer("smol", script=script, decode=smol_tokenizer.decode, stream_delay_s=0.01,
-                         cache_style="vllm") as fake:
+    with FakeOpenAIServer("smol", script=script, decode=smol_tokenizer.decode, stream_delay_s=0.01,
+                          cache_style="vllm") as fake:
         backend = make(fake, smol_tokenizer, stream=True)
         prompt = list(range(5, 45))
 
@@ -199,6 +191,7 @@ def test_a_stream_stopped_before_vllms_usage_event_counts_its_cache_as_unknown(s
             cut = backend.stream("s/student", prompt + [50, 51], 30, SAMPLING, STOP)
             await cut.__anext__()
             await cut.aclose()  # stopped at the cut: vLLM's last event never comes
+            await backend.read_server_counters(set())
             return cut.finish_reason
 
         assert asyncio.run(run()) == "cancelled"
@@ -212,3 +205,7 @@ def test_a_stream_stopped_before_vllms_usage_event_counts_its_cache_as_unknown(s
     assert usage_note({"completions": 3, "prompt_reported": 0, "prompt_unknown": 0}).startswith(
         "the server does not report cached tokens")
     assert usage_note({"completions": 3, "prompt_reported": 3, "prompt_unknown": 0}) == ""
+    # The server's count covers the stopped stream too: the second prompt found the first cached.
+    assert counters["server_counted"] == 1 and counters["server_prompt_tokens"] == 82
+    assert 40 <= counters["server_prompt_cached"] <= 42
+    assert prompt_computed(counters) == (82 - counters["server_prompt_cached"], "its servers' own count")

@@ -146,7 +146,8 @@ def test_vllm_gets_no_llama_fields_and_no_props_request(server, smol_tokenizer):
     generate(backend, context=[5, 6, 7, 8], n=4)
     body = completions(server)[-1]["body"]
     assert "cache_prompt" not in body and "id_slot" not in body
-    assert [r["path"] for r in server.requests if r["method"] == "GET"] == ["/v1/models"]
+    # The card, and vLLM's own counters (read at the start; this server has none to give).
+    assert [r["path"] for r in server.requests if r["method"] == "GET"] == ["/v1/models", "/metrics"]
 
 
 @pytest.mark.parametrize("style", ["vllm", "llama.cpp", ""])
@@ -178,6 +179,10 @@ def test_summary_shows_prompt_tokens_processed_per_kept_token():
         "teacher": {"retries": 0, "faults": 0, "down": 0, "prompt_tokens": 300, "prompt_processed": 300,
                     "prompt_reported": 0, "completions": 8}})
     assert prompt_tokens_line(report) == (
-        "prompt tokens processed per kept token: 4.20 (student 1.20, teacher 3.00 (server reports no cache "
-        "hits: all sent); 8.00 sent)")
+        "prompt tokens processed per kept token: 4.20 (student 1.20, teacher 3.00 (the server does not report "
+        "cached tokens (vLLM: --enable-prompt-tokens-details): all counted as computed); 8.00 sent)")
+    # Streams stopped at the cut carry no cache figure: said so, never as "no cache hits".
+    report.server_stats["student"].update(prompt_reported=4, prompt_unknown=6)
+    line = prompt_tokens_line(report)
+    assert "student 1.20 (cache use unknown for 6/10 requests: streams stopped at the cut" in line, line
     assert prompt_tokens_line(RunReport(output="x")) == ""

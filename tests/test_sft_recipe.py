@@ -79,6 +79,17 @@ def test_every_export_format_loads_as_messages(tmp_path, recipe):
         recipe.load_export(tmp_path)
 
 
+def test_a_prompt_completion_export_is_taken_as_it_is(tmp_path, recipe, smol_tokenizer):
+    export_runs([make_export(tmp_path).parent / "run"], tmp_path / "pc", layout="prompt-completion",
+                tokenizer=smol_tokenizer)
+    rows = recipe.to_prompt_completion(recipe.load_export(tmp_path / "pc")["train"])
+    assert rows.column_names == ["prompt", "completion"]
+    row = next(r for r in rows if PAIRS[0][0] in r["prompt"])
+    assert row["completion"].startswith(PAIRS[0][1]) and PAIRS[0][1] not in row["prompt"]
+    with pytest.raises(ValueError, match="rendered prompts"):
+        recipe.to_prompt_completion(recipe.load_export(tmp_path / "pc")["train"], voice="think-aloud")
+
+
 @pytest.mark.slow
 def test_recipe_trains_the_student_on_the_assistant_turn_only(tmp_path, recipe, smol_tokenizer, tiny_student):
     from transformers import AutoModelForCausalLM, AutoTokenizer

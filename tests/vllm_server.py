@@ -5,7 +5,8 @@ vLLM lives in its own virtual environment, `.venv-vllm` (made by `make install`:
 transformers older than tessy's). `start_vllm` launches one server for one model folder (a
 cached safetensors conversion from `tessy.models.resolve_model`) and returns once it answers
 `/v1/models`; `VllmServer.stop` kills it. The flags are those the README's recipe gives, which
-tessy needs: prefix caching, cached-token counts in `usage.prompt_tokens_details`, and a
+tessy needs: prefix caching (in blocks of 32 tokens, not the CPU default of 128), cached-token
+counts in `usage.prompt_tokens_details`, and a
 prefill batch large enough that vLLM's CPU worker never splits a seeded request (it crashes
 with "CPU Generator does not use offset" when chunked prefill splits one).
 """
@@ -32,7 +33,8 @@ def vllm_command(model_dir: str, name: str, port: int, max_model_len: int = 2048
     return [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
             "--served-model-name", name, "--host", "127.0.0.1", "--port", str(port),
             "--dtype", "float32", "--enforce-eager", "--max-model-len", str(max_model_len),
-            "--enable-prefix-caching", "--enable-prompt-tokens-details",
+            # vLLM caches whole blocks, 128 tokens by default on CPU: 32 lets the short test prompts hit.
+            "--enable-prefix-caching", "--enable-prompt-tokens-details", "--block-size", "32",
             "--max-num-batched-tokens", "16384", "--max-num-seqs", "64", "--seed", "0",
             "--disable-uvicorn-access-log"]
 

@@ -72,7 +72,8 @@ def _sharegpt_to_messages(row: dict) -> list[dict]:
 
 
 def load_export(folder: str | Path):
-    """The export's splits as a DatasetDict with a ``messages`` column, whatever the format."""
+    """The export's splits as a DatasetDict with a ``messages`` column, whatever the format (or,
+    for a prompt-completion export, its ``prompt`` and ``completion`` strings as they are)."""
     from datasets import DatasetDict, load_dataset, load_from_disk
 
     folder = Path(folder)
@@ -95,9 +96,16 @@ def load_export(folder: str | Path):
 
 def to_prompt_completion(dataset, voice: str = ""):
     """Conversational prompt-completion rows: loss on the assistant turn only (the voice's
-    preamble, if any, goes in front of the prompt turns)."""
+    preamble, if any, goes in front of the prompt turns). A prompt-completion export (`tessy export
+    --layout prompt-completion`, for templates that drop thinking from history) is taken as it is:
+    its prompts are rendered already."""
     from tessy.voices import load_voice, with_voice
 
+    if "messages" not in dataset.column_names:
+        if voice:
+            raise ValueError("a prompt-completion export holds rendered prompts: a voice cannot be put in front "
+                             "of them (export the messages layout, or train without --voice)")
+        return dataset.select_columns(["prompt", "completion"])
     preamble = load_voice(voice)
 
     def convert(row):

@@ -25,7 +25,7 @@ from tessy.methods import METHODS
 from tessy.models import STUDENT_DEMO, TEACHER_DEMO
 from tessy.settings import WHEN_SET, JsonMapping, data_fields, option
 
-#: Accepted names, read from the registries (none of them imports torch, transformers or httpx,
+#: Accepted names, read from the registries (none of them imports torch, transformers or aiohttp,
 #: so --help stays cheap).
 FORMAT_CHOICES = ("auto", *FORMATS)
 FORMAT_ALIASES = tuple(ALIASES)

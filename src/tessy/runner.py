@@ -210,6 +210,9 @@ async def synthesize_async(config: SynthesizeConfig, engine: Engine | None = Non
             journal.close()
         output.close()
     report.wall_s = time.perf_counter() - started
+    read_already: set[str] = set()  # a server both roles use is read once
+    for party in engine.parties.values():
+        await party.backend.read_server_counters(read_already)
     report.server_stats = server_counters(engine)
     report.k_used = engine.k_used()
     return report

@@ -76,6 +76,11 @@ class Backend(ABC):
         ...), for the progress line and the run report; {} for a model run in process."""
         return {}
 
+    async def read_server_counters(self, read_already: set[str]) -> None:
+        """At a run's end: add to `server_counters` what the servers' own counters say the run cost
+        them (servers whose URL is in `read_already` were read for another role; add the ones
+        read). Nothing for a model run in process."""
+
     @abstractmethod
     async def generate(
         self,

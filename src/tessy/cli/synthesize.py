@@ -94,20 +94,22 @@ def print_report(report) -> None:
 
 
 def prompt_tokens_line(report) -> str:
-    """'prompt tokens processed per kept token: ...' for roles served over HTTP ('' when none)."""
+    """'prompt tokens processed per kept token: ...' for roles served over HTTP ('' when none).
+
+    A role's figure is its servers' own count (`backends.openai.metrics`) where they keep one, else
+    what the answers said (streams stopped at the cut say nothing: counted as computed)."""
+    from tessy.backends.openai.cache import prompt_computed
+
     stats = {role: c for role, c in sorted(report.server_stats.items()) if c.get("prompt_tokens")}
     if not stats or not report.kept_tokens:
         return ""
     kept = report.kept_tokens
-    processed = sum(c.get("prompt_processed", c["prompt_tokens"]) for c in stats.values())
-    parts = []
+    shared = any(c.get("server_shared") for c in stats.values())
+    processed, parts = 0, []
     for role, c in stats.items():
-        part = f"{role} {c.get('prompt_processed', c['prompt_tokens']) / kept:.2f}"
-        if not c.get("prompt_reported"):
-            part += " (server reports no cache hits: all sent)"
-        elif c["prompt_reported"] < c.get("completions", c["prompt_reported"]):
-            part += f" (cache reported in {c['prompt_reported']}/{c['completions']} answers)"
-        parts.append(part)
+        computed, note = prompt_computed(c, shared)
+        processed += computed
+        parts.append(f"{role} {computed / kept:.2f}" + (f" ({note})" if note else ""))
     sent = sum(c["prompt_tokens"] for c in stats.values())
     return (f"prompt tokens processed per kept token: {processed / kept:.2f} ({', '.join(parts)}; "
             f"{sent / kept:.2f} sent)")

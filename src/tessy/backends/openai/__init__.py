@@ -10,6 +10,8 @@
 - `retry.py`: which faults are retried, backoff with jitter, Retry-After, the retry budgets;
 - `parse.py`: ids, text and finish reason from an answer; context-length and error bodies;
 - `cache.py`: prompt tokens the servers computed, and whether their prefix cache kept up;
+- `metrics.py`: the same from the servers' own counters (`/metrics`), streamed requests included;
+- `tokenizer.py`: the model's tokenizer, loaded locally, or a clear error;
 - `replicas.py`: pinning of sequences to replicas, and the circuit breaker that turns a dead
   server into a bounded wait.
 
@@ -17,7 +19,8 @@ Importing this package imports neither aiohttp nor transformers (they load when 
 """
 
 from tessy.backends.base import ServersUnavailable
-from tessy.backends.openai.backend import PROMPT_MODES, OpenAIHTTPBackend, TokenizerNotFound, load_http_tokenizer
+from tessy.backends.openai.backend import PROMPT_MODES, OpenAIHTTPBackend
+from tessy.backends.openai.tokenizer import TokenizerNotFound, load_http_tokenizer
 from tessy.backends.openai.probe import ServerNotReady
 from tessy.backends.openai.retry import ServerError
 from tessy.backends.openai.stats import HTTPStats

@@ -35,7 +35,8 @@ an answer teaches (the context limit, the prompt usage). Promises, on top of `ba
   (it ignores both fields): start it with `--cache true` so a sample's prefix survives the other
   samples' requests.
 - **Live counters** in `stats` (`stats.HTTPStats`): requests, retries, faults by kind, replicas
-  down, breaker trips, requests waiting for a server; `server_counters()` shows them.
+  down, breaker trips, requests waiting for a server; `server_counters()` shows them, with the
+  servers' own prompt-cache counters once `read_server_counters` has read them (`metrics`).
 """
 
 from __future__ import annotations
@@ -51,37 +52,17 @@ from tessy.backends.openai import parse, probe
 from tessy.backends.openai.cache import PromptMeter
 from tessy.backends.openai.client import HTTPClient
 from tessy.backends.openai.exchange import Exchange
+from tessy.backends.openai.metrics import ServerCounters
 from tessy.backends.openai.replicas import Replica, ReplicaSet, base_url
 from tessy.backends.openai.retry import RetryPolicy
 from tessy.backends.openai.stats import HTTPStats
 from tessy.backends.openai.stream import HTTPTokenStream
+from tessy.backends.openai.tokenizer import load_http_tokenizer
 from tessy.secrets import header_secrets, redact_url
 
 log = logging.getLogger(__name__)
 
 PROMPT_MODES = ("auto", "token_ids", "text")
-
-
-class TokenizerNotFound(RuntimeError):
-    """The model's tokenizer is not available locally."""
-
-
-def load_http_tokenizer(spec: str, role: str = "model") -> Any:
-    """The tokenizer for `spec` (demo alias, folder or cached hub name), or a clear error."""
-    from transformers import AutoTokenizer
-
-    from tessy.models import ModelNotFound, resolve_model
-
-    try:
-        return AutoTokenizer.from_pretrained(resolve_model(spec))
-    except (OSError, ValueError, ModelNotFound) as exc:
-        raise TokenizerNotFound(
-            f"{role}: the HTTP backend needs the tokenizer of {spec!r} locally and could not load it "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). Give "
-            f"--{role}.tokenizer a folder holding tokenizer.json / tokenizer_config.json (for example "
-            f"`huggingface-cli download {spec} --include 'tokenizer*' --local-dir DIR` on a machine "
-            "with hub access, then copy DIR here), or a hub name already in the local Hugging Face cache."
-        ) from None
 
 
 class OpenAIHTTPBackend(Backend):
@@ -159,6 +140,9 @@ class OpenAIHTTPBackend(Backend):
             self.transport = "token_ids"
         # Streaming: as configured, else when every replica streamed a probe request as asked.
         self.streams_tokens = bool(stream) if stream is not None or not check else self._probe_stream()
+        self.server_metrics = ServerCounters(self.stats)
+        if check and not self.llama_cpp:  # llama.cpp's answers say it all (`timings`)
+            self.server_metrics.begin([r.url for r in self.replicas.replicas], self._headers)
         if not self.max_context:
             limit = getattr(self.tokenizer, "model_max_length", 0) or 0
             self.max_context = int(limit) if 0 < limit <= 10_000_000 else 4096
@@ -327,6 +311,9 @@ class OpenAIHTTPBackend(Backend):
 
     def server_counters(self) -> dict[str, int]:
         return self.stats.counters()
+
+    async def read_server_counters(self, read_already: set[str]) -> None:
+        await self.server_metrics.add_since(self.client, [r.url for r in self.replicas.replicas], read_already)
 
     def rollback(self, seq_id: str, length: int) -> None:
         """Nothing to do: the server's prefix cache keys on the ids sent with each request."""

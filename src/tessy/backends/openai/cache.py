@@ -98,7 +98,8 @@ def recompute_warning(role: str, counters: dict[str, int]) -> str:
     return (f"{role} servers computed {excess:.0f} prompt tokens per later request of a sample beyond the new "
             "ones: their prefix cache does not keep each sample's last answer. llama.cpp serving a "
             "sliding-window model (Gemma 3, gpt-oss): start llama-server with --swa-full; vLLM and SGLang: "
-            "enable prefix caching")
+            "check that prefix caching is on (with it on, they still recompute more of a sliding-window "
+            "model, and vLLM caches whole blocks only: --block-size)")
 
 
 def usage_note(counters: dict[str, int]) -> str:
@@ -117,3 +118,15 @@ def usage_note(counters: dict[str, int]) -> str:
     elif silent > 0:
         parts.append(f"cache reported in {reported}/{completions} answers")
     return "; ".join(parts)
+
+
+def prompt_computed(counters: dict[str, int], shared: bool = False) -> tuple[int, str]:
+    """(prompt tokens a role's servers computed, and what the summary says of the figure): their own
+    count (`metrics`) where they keep one, else what the answers said (`usage_note`). `shared`: one
+    server serves both roles, so the role that read it holds the figure of both."""
+    if counters.get("server_counted"):
+        computed = counters["server_prompt_tokens"] - counters["server_prompt_cached"]
+        return computed, "its servers' own count" + (", both roles" if shared else "")
+    if counters.get("server_shared"):
+        return 0, "in the other role's: one server"
+    return counters.get("prompt_processed", counters.get("prompt_tokens", 0)), usage_note(counters)

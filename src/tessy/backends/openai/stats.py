@@ -25,6 +25,11 @@ class HTTPStats:
     follow_ups: int = 0  # of those, requests of a sample after its first (see `cache.PromptMeter`)
     follow_up_excess: int = 0  # prompt tokens those computed beyond the ones new since the sample's last request
     completion_tokens: int = 0
+    # The servers' own counters (`metrics`), read at the start and the end of a run:
+    server_prompt_tokens: int = 0  # prompt tokens they took in
+    server_prompt_cached: int = 0  # of those, found in their prefix cache
+    server_counted: int = 0  # replicas read
+    server_shared: int = 0  # replicas another role read (one server for both roles: its figure is there)
     replicas_down: int = 0  # replicas whose breaker is open now
     breaker_trips: int = 0
     waiting: int = 0  # requests waiting for any server of the role to answer
@@ -39,4 +44,6 @@ class HTTPStats:
                 "prompt_tokens": self.prompt_tokens, "prompt_processed": self.prompt_processed,
                 "prompt_reported": self.prompt_reported, "prompt_unknown": self.prompt_unknown,
                 "follow_ups": self.follow_ups,
-                "follow_up_excess": self.follow_up_excess, "completions": self.completions}
+                "follow_up_excess": self.follow_up_excess, "completions": self.completions,
+                "server_prompt_tokens": self.server_prompt_tokens, "server_prompt_cached": self.server_prompt_cached,
+                "server_counted": self.server_counted, "server_shared": self.server_shared}
