@@ -130,8 +130,9 @@ class SpeedConfig:
 class SynthesizeConfig:
     """`tessy synthesize`: prompts in, cooperative records out."""
 
-    input: str = option("", "Prompts: a JSONL, JSON or Parquet file, or a local Hugging Face dataset folder.",
-                        shapes_data=False)
+    input: str = option("", "Prompts: a JSONL, JSON or Parquet file, a Hugging Face dataset folder (save_to_disk, or a "
+                            "repository as hf download writes it), or a Hub dataset name ORG/NAME[:SUBSET] (read "
+                            "from the local cache when offline or the Hub cannot be reached).", shapes_data=False)
     output: str = option("runs/tessy", "Output folder (records.jsonl, failures.jsonl, rejects.jsonl, run.json).",
                          shapes_data=False)
     method: str = option("tessy", "Data method: tessy, or one of the paper's baselines (README: Other data methods).",
@@ -141,7 +142,7 @@ class SynthesizeConfig:
     prompt_field: str = option("prompt", "Input field holding the prompt text.")
     messages_field: str = option("messages", "Input field holding a chat messages list (used when present).")
     id_field: str = option("id", "Input field holding a sample id (a hash of the prompt when absent).")
-    split: str = option("", "Split to read from a Hugging Face dataset folder (empty = its only split, or train).",
+    split: str = option("", "Split to read from a dataset folder or Hub dataset (empty = its only split, or train).",
                         shapes_data=False)
     system_prompt: str = option("", "System message prepended to every prompt (empty = none).")
     max_prompt_chars: int = option(200_000, "Longest prompt in characters (all turns); a longer one is rejected "

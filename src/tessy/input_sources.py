@@ -9,8 +9,8 @@ into prompts.
 
 Promises:
 
-- the checks (`check_file`, `check_dataset`, `folder_files`) raise `InputError` (a ValueError
-  whose message starts with the path) for a source that cannot be used: an unknown file type, an
+- the checks (`check_file`, `check_dataset`, `check_columns`, `pick_split`, `folder_files`) raise
+  `InputError` (a ValueError whose message starts with the path or name) for a source that cannot be used: an unknown file type, an
   empty file, a corrupt Parquet file, a folder that is not a dataset, a dataset with several
   splits and no ``split``, a `.json` document that is not valid JSON, or a source in which no row
   has the prompt field (naming the field and the fields found);
@@ -174,7 +174,12 @@ def load_hf(p: Path, split: str | None):
     except Exception as e:  # a folder that only looks like a dataset
         raise InputError(f"{p}: looks like a folder saved with datasets.save_to_disk but cannot be "
                          f"loaded: {type(e).__name__}: {e}") from None
-    if isinstance(ds, datasets.DatasetDict):
+    return pick_split(p, ds, split)
+
+
+def pick_split(label: Any, ds, split: str | None):
+    """The split to read of a loaded dataset: `split`, else its only one, else ``train``."""
+    if hasattr(ds, "keys"):  # a DatasetDict
         names = list(ds.keys())
         if not split:
             if len(names) == 1:
@@ -182,13 +187,13 @@ def load_hf(p: Path, split: str | None):
             elif "train" in names:
                 split = "train"
             else:
-                raise InputError(f"{p}: holds several splits ({', '.join(names)}); choose one with "
+                raise InputError(f"{label}: holds several splits ({', '.join(names)}); choose one with "
                                  f"--split (e.g. --split {names[0]})")
         if split not in ds:
-            raise InputError(f"{p}: has no split {split!r}; it holds {', '.join(names)}")
+            raise InputError(f"{label}: has no split {split!r}; it holds {', '.join(names)}")
         ds = ds[split]
     elif split:
-        raise InputError(f"{p}: is a single dataset without splits; leave out --split ({split!r})")
+        raise InputError(f"{label}: is a single dataset without splits; leave out --split ({split!r})")
     return ds
 
 
@@ -253,7 +258,11 @@ def check_file(p: Path, prompt_field: str, messages_field: str) -> Source:
 
 
 def check_dataset(p: Path, split: str | None, prompt_field: str, messages_field: str):
-    ds = load_hf(p, split)
+    return check_columns(p, load_hf(p, split), prompt_field, messages_field)
+
+
+def check_columns(p: Any, ds, prompt_field: str, messages_field: str):
+    """`ds` (a loaded `datasets.Dataset`) when it has rows and the prompt column; else InputError."""
     columns = set(ds.column_names)
     if len(ds) == 0:
         raise InputError(f"{p}: holds no rows")

@@ -1,8 +1,9 @@
-"""Inputs: reading prompts from JSONL, JSON, Parquet, or a Hugging Face dataset folder.
+"""Inputs: reading prompts from JSONL, JSON, Parquet, a Hugging Face dataset folder, or the Hub.
 
 Owns what a row means: turning rows into a `PromptItem` or a `Reject`, ids, duplicates, and the
 public entry points `read_prompts`, `count_prompts` and `input_options`. Reading the files
-themselves (kinds, gzip, BOM, Parquet, datasets, the checks up front) is `tessy.input_sources`;
+themselves (kinds, gzip, BOM, Parquet, datasets, the checks up front) is `tessy.input_sources`,
+and Hub names and dataset repository folders are `tessy.hub_inputs`;
 `InputError` is defined there and importable from here.
 
 `read_prompts` checks the source up front and then streams it, yielding in input order a
@@ -11,7 +12,7 @@ themselves (kinds, gzip, BOM, Parquet, datasets, the checks up front) is `tessy.
 - a bad ROW is never fatal: it becomes a `Reject` whose reason starts with ``line N:`` (and, in
   a folder of files, names the file) and says what is wrong;
 - a bad SOURCE raises at the call, before anything is written: `FileNotFoundError` for a
-  missing path, `InputError` (a ValueError whose message starts with the path) for an unknown
+  missing path (that is not a Hub name), `InputError` (a ValueError whose message starts with the path) for an unknown
   file type, an empty file, a corrupt Parquet file, a folder that is not a dataset, a dataset
   with several splits and no ``split``, a `.json` document that is not valid JSON, or a source
   in which no row has the prompt field (it names the field and the fields found);
@@ -25,7 +26,15 @@ Sources (picked by the path):
 - ``*.parquet``: streamed by record batches with pyarrow;
 - a folder written by ``datasets.save_to_disk`` (a Dataset, or a DatasetDict: its only split,
   or ``train``, or the ``split`` asked for);
-- any other folder: its ``*.parquet`` / ``*.jsonl`` files in name order, numbered as one stream.
+- a dataset repository folder (``hf download --local-dir``: a README.md dataset card with
+  metadata, or data files only in subfolders), read with ``datasets.load_dataset``; ``DIR:SUBSET``
+  picks a config;
+- any other folder: its ``*.parquet`` / ``*.jsonl`` files in name order, numbered as one stream;
+- a Hub dataset name, ``[ORG/]NAME[:SUBSET]``, where no such path exists: from the local cache
+  when offline or the Hub cannot be reached (else `InputError` in one line, within seconds),
+  downloaded by ``datasets`` otherwise.
+
+Datasets, repository folders and Hub names take ``split`` (else their only split, or ``train``).
 
 A UTF-8 byte-order mark at the start of a text file is ignored.
 
@@ -53,8 +62,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from tessy.input_sources import (InputError, check_dataset, check_file, count_rows, folder_files, is_hf_dataset,
-                                 rows_hf, rows_sources)
+from tessy.hub_inputs import is_hub_name, is_repo_folder, load_hub, load_repo_folder, split_subset
+from tessy.input_sources import (InputError, check_columns, check_file, count_rows, folder_files, is_hf_dataset,
+                                 load_hf, rows_hf, rows_sources)
 
 __all__ = ["InputError", "PromptItem", "Reject", "count_prompts", "input_options", "messages_id", "read_prompts"]
 
@@ -176,15 +186,14 @@ def read_prompts(path: str | os.PathLike, prompt_field: str = "prompt",
     """
     p = Path(path)
     # Fail here, at the call, not at the first next() in the middle of a run.
-    if not p.exists():
-        raise FileNotFoundError(f"prompt file not found: {p}")
-    if is_hf_dataset(p):
-        ds = check_dataset(p, split, prompt_field, messages_field)
+    ds = _dataset(path, split)
+    if ds is not None:
+        check_columns(path, ds, prompt_field, messages_field)
         rows = ((n, obj, err, f"line {n}") for n, obj, err in rows_hf(ds))
     else:
         if split:
-            raise InputError(f"{p}: --split {split!r} applies only to a dataset folder saved with "
-                             "datasets.save_to_disk")
+            raise InputError(f"{p}: --split {split!r} applies only to a dataset folder (saved with "
+                             "datasets.save_to_disk, or a dataset repository) or a Hub dataset name")
         if p.is_dir():
             files = folder_files(p)
             sources = [check_file(f, prompt_field, messages_field) for f in files]
@@ -215,10 +224,23 @@ def count_prompts(path: str | os.PathLike, split: str | None = None) -> int:
     """Number of rows (non-blank lines) in ``path``, for progress totals; rejects included.
 
     Reads a text file through to its end, so a truncated `.gz` is found here (InputError)."""
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"prompt file not found: {p}")
-    return count_rows(p, split)
+    ds = _dataset(path, split)
+    return len(ds) if ds is not None else count_rows(Path(path), split)
+
+
+def _dataset(path: str | os.PathLike, split: str | None):
+    """The `datasets.Dataset` that `path` names (a save_to_disk folder, a dataset repository
+    folder, a Hub name), or None for files and plain folders; FileNotFoundError when it is none."""
+    p, text = Path(path), os.fspath(path)
+    if is_hf_dataset(p):
+        return load_hf(p, split)
+    if is_repo_folder(p) or (not p.exists() and is_repo_folder(Path(split_subset(text)[0]))):
+        return load_repo_folder(text, split)
+    if p.exists():
+        return None
+    if is_hub_name(text):
+        return load_hub(text, split)
+    raise FileNotFoundError(f"prompt file not found: {p}")
 
 
 def input_options(config: Any) -> dict[str, Any]:
