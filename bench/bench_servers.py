@@ -22,6 +22,9 @@ Servers (`--servers`):
   `make llama-server` builds one into .venv/bin), `--slots` parallel slots with continuous
   batching and its prompt cache (`cache_prompt`, `id_slot`; `timings.prompt_n` says how many
   prompt tokens it computed);
+- `vllm`: two vLLM CPU servers (`.venv-vllm`, made by `make install`; `tests/vllm_server.py`),
+  each with its own half of the cores, prefix caching in blocks of 32 tokens; the prompt tokens
+  computed come from vLLM's own counters (`/metrics`), streamed requests included;
 - `gpu-sim`: `bench/gpu_sim_server.py`, a scripted server whose loop charges a GPU-like cost per
   step, per running request and per uncached prompt token (simulated time: it shows scheduling
   effects at GPU-like concurrency, not a GPU's speed).
@@ -35,6 +38,7 @@ share, k in effect, and the load average.
 Run on purpose (not a test):
     python bench/bench_servers.py --servers llama-server --prompts 16 --max-tokens 128
     python bench/bench_servers.py --servers gpu-sim --prompts 64 --concurrency 64
+    python bench/bench_servers.py --servers vllm --methods tessy,tessy-no-stream,lockstep,teacher-only,student-only --repeat 3
     python bench/bench_servers.py --predictor runs/pred/predictor   # a token classifier
     python bench/bench_servers.py --repeat 3   # median of 3 rounds, with the spread of the ratios
 Prints a table and writes bench/results/servers-<servers>.json. Quote ratios from one run (or
@@ -120,18 +124,28 @@ def server_command(kind: str, role: str, port: int, args) -> list[str]:
     return command
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process has used so far, from /proc (0.0 where there is none)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+def cpu_seconds(pid: int, group: bool = False) -> float:
+    """CPU time (user + system) a process has used so far, from /proc (0.0 where there is none);
+    `group`: of every process in the process group `pid` leads (vLLM's API server, engine core
+    and workers)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat") if group else [Path(f"/proc/{pid}/stat")]:
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if not group or int(fields[2]) == pid:  # fields[2]: the process group
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return total
 
 
 @contextmanager
 def servers(kind: str, args, logs: Path):
-    """({role: url}, {role: pid}): one fresh server per role, killed at the end."""
+    """({role: url}, {role: its CPU seconds so far}): one fresh server per role, killed at the end."""
+    if kind == "vllm":
+        with vllm_servers(args, logs) as ready:
+            yield ready
+        return
     procs = []
     try:
         urls, pids = {}, {}
@@ -143,14 +157,38 @@ def servers(kind: str, args, logs: Path):
                                               stderr=subprocess.STDOUT, cwd=ROOT))
             urls[role], pids[role] = f"http://127.0.0.1:{port}", procs[-1].pid
             wait_ready(urls[role], procs[-1], log)
-        yield urls, pids
+        yield urls, {role: (lambda pid=pid: cpu_seconds(pid)) for role, pid in pids.items()}
     finally:
         for proc in procs:
             proc.kill()
             proc.wait(timeout=30)
 
 
-def run_method(method: str, urls: dict[str, str], pids: dict[str, int], prompts: Path, folder: Path, args) -> dict:
+@contextmanager
+def vllm_servers(args, logs: Path):
+    """Two vLLM CPU servers (tests/vllm_server.py: `.venv-vllm`, prefix caching, blocks of 32),
+    the student's worker on the first half of the cores, the teacher's on the other (vLLM's own
+    binding would put both on core 0)."""
+    from tests.vllm_server import start_vllm
+
+    cores = os.cpu_count() or 2
+    half = max(1, cores // 2)
+    cpus = {"student": f"0-{half - 1}" if half > 1 else "0",
+            "teacher": f"{half}-{cores - 1}" if cores - half > 1 else str(min(half, cores - 1))}
+    started = {}
+    try:
+        for role, alias in pair_models(args).items():
+            started[role] = start_vllm(alias, free_port(), logs / f"{role}.log", cpu=cpus[role], wait=False)
+        for server in started.values():
+            server.ready()
+        yield ({role: server.url for role, server in started.items()},
+               {role: (lambda pid=server.process.pid: cpu_seconds(pid, group=True)) for role, server in started.items()})
+    finally:
+        for server in started.values():
+            server.stop()
+
+
+def run_method(method: str, urls: dict[str, str], server_cpu_of: dict, prompts: Path, folder: Path, args) -> dict:
     from tessy.cli.demo import PAIRS
     from tessy.config import ModelConfig, SpeedConfig, SynthesizeConfig
     from tessy.records import read_records
@@ -182,11 +220,11 @@ def run_method(method: str, urls: dict[str, str], pids: dict[str, int], prompts:
         for role in ROLES:
             engine.parties[role].backend.slots = 0  # no id_slot: the server chooses
     load = os.getloadavg()[0]
-    server_cpu = {role: cpu_seconds(pid) for role, pid in pids.items()}
+    server_cpu = {role: read() for role, read in server_cpu_of.items()}
     started, cpu = time.perf_counter(), time.process_time()
     report = synthesize(config, engine=engine)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-    server_cpu = {role: cpu_seconds(pid) - server_cpu[role] for role, pid in pids.items()}
+    server_cpu = {role: read() - server_cpu[role] for role, read in server_cpu_of.items()}
     records = list(read_records(folder / method / "records.jsonl"))
     kept = sum(r["totals"]["tokens_student"] for r in records)
     stats = report.server_stats
@@ -216,8 +254,10 @@ def run_method(method: str, urls: dict[str, str], pids: dict[str, int], prompts:
 
 
 def main() -> None:
+    from tests.vllm_server import vllm_available
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--servers", choices=("llama-server", "gpu-sim"), default="llama-server")
+    parser.add_argument("--servers", choices=("llama-server", "gpu-sim", "vllm"), default="llama-server")
     parser.add_argument("--llama-server", default="", help="path of llama.cpp's llama-server binary")
     parser.add_argument("--pair", choices=("small", "qwen"), default="small",
                         help="llama-server: the small pair (SmolLM2-135M, Gemma-3-270m), or the Qwen2.5-Coder pair "
@@ -241,6 +281,8 @@ def main() -> None:
         parser.error("--repeat must be at least 1")
     if args.servers == "gpu-sim" and args.pair != "small":
         parser.error("--servers gpu-sim writes the small pair's script: use --pair small")
+    if args.servers == "vllm" and not vllm_available():
+        parser.error("--servers vllm needs .venv-vllm (make install makes it)")
     if args.servers == "gpu-sim" and "lockstep-paper" in args.methods.split(","):
         parser.error("--servers gpu-sim scripts token ids: lockstep-paper's text prompts need llama-server")
     os.chdir(ROOT)
@@ -257,8 +299,8 @@ def main() -> None:
             for method in methods[shift:] + methods[:shift]:
                 where = folder / f"round-{round_}"
                 (where / "logs" / method).mkdir(parents=True)
-                with servers(args.servers, args, where / "logs" / method) as (urls, pids):
-                    row = run_method(method, urls, pids, prompts, where, args)
+                with servers(args.servers, args, where / "logs" / method) as (urls, server_cpu_of):
+                    row = run_method(method, urls, server_cpu_of, prompts, where, args)
                 runs[method].append({**row, "round": round_})
                 print(f"{method}: {row['samples']} samples in {row['wall_s']:.0f}s", file=sys.stderr)
     baselines = {name: runs[name] for name in BASELINES if name in runs}

@@ -119,7 +119,9 @@ class ReplicaSet:
                     raise ServersUnavailable(
                         f"{self.role}: no server answered for {self.wait_s:g}s "
                         f"({', '.join(r.shown for r in self.replicas)}); the run stopped without spending "
-                        "any sample's attempts: start the server(s) again and rerun the same command")
+                        "any sample's attempts: start the server(s) again and rerun the same command (a "
+                        "vLLM CPU server that died with 'CPU Generator does not use offset' needs "
+                        "--max-num-batched-tokens above its largest batch of prompts: docs/servers.md)")
                 self._probe_due()
                 await asyncio.sleep(min(0.2, self.wait_s - (now - started)))
         finally:
