@@ -1,7 +1,10 @@
 """The SFT recipe (examples/sft/train.py) end to end at tiny size: a real tessy export, TRL's SFTTrainer,
-loss on the assistant turn only with the student's own chat template, full and LoRA runs. The
-mechanics run on a tiny randomly initialised model with SmolLM2's real tokenizer and template (fast);
-one step on the real SmolLM2-135M-Instruct weights shows the recipe runs on the demo student itself."""
+loss on the assistant turn only with the student's own chat template, full and LoRA runs; the command
+on TRL's own parser (`TrlParser` over the recipe's arguments and `SFTConfig`, YAML through --config,
+the recipe.yaml and paper.yaml presets), max_length taken from the data, checkpoints and resume, the
+JSONL log. The mechanics run on a tiny randomly initialised model with SmolLM2's real tokenizer and
+template (fast); one step on the real SmolLM2-135M-Instruct weights shows the recipe runs on the demo
+student itself. `train(RecipeConfig)` (examples/table1.py's entry) keeps its fixed settings."""
 
 from __future__ import annotations
 
@@ -122,23 +125,94 @@ def test_recipe_trains_the_student_on_the_assistant_turn_only(tmp_path, recipe, 
     assert not (tmp_path / "full" / "checkpoints").exists()
 
 
+def test_the_command_parses_with_trls_parser_and_config(tmp_path, recipe):
+    """Every trl.SFTConfig flag by its own name, YAML through --config, flags over the file; the
+    recipe's defaults: max_length from the data (unset), bf16 only where the hardware has it."""
+    from trl import SFTConfig
+
+    args_recipe, args = recipe.parse(["--data", "runs/x", "--output_dir", str(tmp_path / "o"), "--num_train_epochs",
+                                      "2", "--weight_decay", "0.1", "--lr_scheduler_type", "cosine", "--use_cpu", "true"])
+    assert isinstance(args, SFTConfig) and args_recipe.data == "runs/x" and args_recipe.model == recipe.STUDENT
+    assert (args.num_train_epochs, args.weight_decay, args.lr_scheduler_type.value) == (2, 0.1, "cosine")
+    assert args.max_length is None and args.bf16 is False  # use_cpu: never bf16
+    assert args.bf16 is recipe.bf16_available(use_cpu=True) is False
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: runs/y\noutput_dir: {tmp_path / 'o'}\nlearning_rate: 3.0e-4\nlora: true\n"
+                      "max_length: 300\nenv:\n  TESSY_RECIPE_TEST: '1'\n")
+    args_recipe, args = recipe.parse(["--config", str(config), "--learning_rate", "1e-4"])
+    assert (args_recipe.data, args_recipe.lora, args.learning_rate, args.max_length) == ("runs/y", True, 1e-4, 300)
+    assert recipe.main(["--data", "runs/x"]) == 2  # no --output_dir: a one-line error naming it
+
+
+def test_recipe_yaml_and_the_paper_preset(tmp_path, recipe):
+    """examples/sft/recipe.yaml and paper.yaml load through the recipe's parser; paper.yaml is the
+    preset `tessy export --trainer-configs` writes (tessy.export.trainers.PAPER)."""
+    from tessy.export.trainers import PAPER
+
+    sft = ROOT / "examples" / "sft"
+    args_recipe, args = recipe.parse(["--config", str(sft / "recipe.yaml"), "--use_cpu", "true"])
+    assert args_recipe.model == recipe.STUDENT and args.max_length is None and not args.gradient_checkpointing
+    assert args.save_steps > 0 and not args.bf16
+    args_recipe, args = recipe.parse(["--config", str(sft / "paper.yaml"), "--data", "d", "--output_dir",
+                                      str(tmp_path / "o"), "--use_cpu", "true"])
+    assert (args.num_train_epochs, args_recipe.global_batch_size, args.learning_rate, args.lr_scheduler_type.value,
+            args.warmup_steps) == (PAPER["num_train_epochs"], PAPER["global_batch_size"], PAPER["learning_rate"],
+                                   PAPER["lr_scheduler_type"], PAPER["warmup_ratio"])
+    assert args.max_length is None  # from the data
+    assert recipe._accumulation(128, 1) == 128 and recipe._accumulation(128, 4) == 32
+    with pytest.raises(ValueError, match="--global_batch_size 128 is not a multiple of per_device_train_batch_size 3"):
+        recipe._accumulation(128, 3)
+
+
 @pytest.mark.slow
-def test_recipe_cli_with_lora(tmp_path, recipe, capsys, tiny_student):
+def test_recipe_cli_with_lora_takes_max_length_from_the_data(tmp_path, recipe, capsys, tiny_student, smol_tokenizer):
     from transformers import AutoModelForCausalLM
 
     export = make_export(tmp_path, validation_fraction=0.5)
-    code = recipe.main(["--data", str(export), "--output", str(tmp_path / "lora"), "--model", tiny_student,
-                        "--lora", "--max-steps", "2",
-                        "--batch-size", "2", "--learning-rate", "1e-3", "--max-length", "128", "--logging-steps", "1"])
+    out = tmp_path / "lora"
+    code = recipe.main(["--data", str(export), "--output_dir", str(out), "--model", tiny_student, "--lora", "true",
+                        "--max_steps", "2", "--per_device_train_batch_size", "2", "--learning_rate", "1e-3",
+                        "--logging_steps", "1", "--gradient_checkpointing", "false"])
     assert code == 0
-    out = capsys.readouterr().out
-    assert "trained 2 steps" in out and "validation loss" in out
-    metrics = json.loads((tmp_path / "lora" / "metrics.json").read_text())
-    assert metrics["config"]["lora"] and metrics["train_rows"] + metrics["eval_rows"] == 4
-    assert metrics["eval_rows"] >= 1
-    model = AutoModelForCausalLM.from_pretrained(tmp_path / "lora")  # merged: a plain model, no adapter files
+    printed = capsys.readouterr().out
+    assert "trained 2 steps" in printed and "validation loss" in printed and "fp32" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["recipe"]["lora"] and metrics["train_rows"] + metrics["eval_rows"] == 4 and metrics["eval_rows"] >= 1
+    # The longest row as the student's template renders it, rounded up to 64; nothing cut.
+    data = recipe.load_export(export)
+    rendered = [smol_tokenizer.apply_chat_template(r["messages"], tokenize=False) for part in data.values() for r in part]
+    longest = max(len(smol_tokenizer(text, add_special_tokens=False)["input_ids"]) for text in rendered)
+    assert metrics["longest_row_tokens"] == longest and metrics["max_length_from"] == "data"
+    assert metrics["max_length"] == -(-longest // 64) * 64 and metrics["rows_cut"] == 0
+    assert metrics["bf16"] is False and metrics["sft"]["max_length"] == metrics["max_length"]
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log if "loss" in e] == [1, 2]
+    model = AutoModelForCausalLM.from_pretrained(out)  # merged: a plain model, no adapter files
     assert not any("lora" in name for name, _ in model.named_parameters())
-    assert not (tmp_path / "lora" / "adapter_config.json").exists()
+    assert not (out / "adapter_config.json").exists()
+
+
+@pytest.mark.slow
+def test_recipe_saves_checkpoints_resumes_and_caps_the_length(tmp_path, recipe, capsys, tiny_student):
+    export = make_export(tmp_path)
+    out = tmp_path / "ckpt"
+    base = ["--data", str(export), "--output_dir", str(out), "--model", tiny_student, "--per_device_train_batch_size",
+            "2", "--save_steps", "1", "--logging_steps", "1", "--gradient_checkpointing", "false"]
+    assert recipe.main(base + ["--max_steps", "2", "--keep_checkpoints", "true", "--max_length_cap", "48"]) == 0
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    first = json.loads((out / "metrics.json").read_text())
+    # Rows of 62 tokens (a 38-token prompt): cut to the cap as TRL cuts, and said so.
+    assert first["max_length"] == 48 and first["rows_cut"] == 4 and first["longest_row_tokens"] == 62
+    assert "4 of 4 rows reach max_length 48" in capsys.readouterr().err
+    assert first["train_rows"] == 4
+    assert not first["resumed"] and first["steps"] == 2
+    assert recipe.main(base + ["--max_steps", "3"]) == 0  # the same output: goes on from checkpoint-2
+    second = json.loads((out / "metrics.json").read_text())
+    assert second["resumed"] and second["steps"] == 3 and not list(out.glob("checkpoint-*"))
+    assert [e["step"] for e in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "loss" in e] == \
+        [1, 2, 3]
+    with pytest.raises(ValueError, match="--max_length_cap 16 leaves no response token"):
+        recipe.main(base + ["--output_dir", str(tmp_path / "none"), "--max_steps", "1", "--max_length_cap", "16"])
 
 
 @pytest.mark.real_models
