@@ -56,7 +56,8 @@ def hub_cache(home: Path, repo: str, files: dict[str, bytes]) -> None:
 
 def split_files(prefix: str = "data/") -> dict[str, bytes]:
     return {f"{prefix}{split}-00000-of-00001.parquet":
-            parquet_bytes({"id": [f"{split}{i}" for i in range(n)], "prompt": [f"{split} question {i}" for i in range(n)]})
+            parquet_bytes({"id": [f"{split}{i}" for i in range(n)],
+                           "prompt": [f"{split} question {i}" for i in range(n)]})
             for split, n in (("train", 5), ("test", 2))}
 
 

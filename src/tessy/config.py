@@ -174,6 +174,9 @@ class SynthesizeConfig:
     ray_num_cpus: float = option(1.0, "executor ray: CPUs Ray reserves for each task.", min=0, shapes_data=False)
     ray_num_gpus: float = option(0.0, "executor ray: GPUs Ray gives each task (for the in-process hf backend).", min=0,
                                  shapes_data=False)
+    ray_max_retries: int = option(3, "executor ray: times Ray starts a shard again when its worker or node dies (it "
+                                     "resumes where it stopped: no record twice); a shard that fails otherwise stops "
+                                     "the run at once.", min=0, shapes_data=False)
     ray_address: str = option("", "executor ray: the Ray cluster to join (empty = $RAY_ADDRESS if set, else a new "
                                   "local one).", shapes_data=False)
     speed: SpeedConfig = field(

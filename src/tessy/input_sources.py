@@ -10,10 +10,11 @@ into prompts.
 Promises:
 
 - the checks (`check_file`, `check_dataset`, `check_columns`, `pick_split`, `folder_files`) raise
-  `InputError` (a ValueError whose message starts with the path or name) for a source that cannot be used: an unknown file type, an
-  empty file, a corrupt Parquet file, a folder that is not a dataset, a dataset with several
-  splits and no ``split``, a `.json` document that is not valid JSON, or a source in which no row
-  has the prompt field (naming the field and the fields found);
+  `InputError` (a ValueError whose message starts with the path or name) for a source that
+  cannot be used: an unknown file type, an empty file, a corrupt Parquet file, a folder that is
+  not a dataset, a dataset with several splits and no ``split``, a `.json` document that is not
+  valid JSON, or a source in which no row has the prompt field (naming the field and the fields
+  found);
 - the row streams yield ``(line, row or None, error or None)`` (and, from `rows_sources`, the
   ``line N`` label, naming the file inside a folder): a malformed JSON line or invalid UTF-8 is
   an error of that row, never fatal;
