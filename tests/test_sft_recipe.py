@@ -130,8 +130,8 @@ def test_the_command_parses_with_trls_parser_and_config(tmp_path, recipe):
     recipe's defaults: max_length from the data (unset), bf16 only where the hardware has it."""
     from trl import SFTConfig
 
-    args_recipe, args = recipe.parse(["--data", "runs/x", "--output_dir", str(tmp_path / "o"), "--num_train_epochs",
-                                      "2", "--weight_decay", "0.1", "--lr_scheduler_type", "cosine", "--use_cpu", "true"])
+    args_recipe, args = recipe.parse(["--data", "runs/x", "--output_dir", str(tmp_path / "o"), "--num_train_epochs", "2",
+                                      "--weight_decay", "0.1", "--lr_scheduler_type", "cosine", "--use_cpu", "true"])
     assert isinstance(args, SFTConfig) and args_recipe.data == "runs/x" and args_recipe.model == recipe.STUDENT
     assert (args.num_train_epochs, args.weight_decay, args.lr_scheduler_type.value) == (2, 0.1, "cosine")
     assert args.max_length is None and args.bf16 is False  # use_cpu: never bf16
@@ -142,6 +142,12 @@ def test_the_command_parses_with_trls_parser_and_config(tmp_path, recipe):
     args_recipe, args = recipe.parse(["--config", str(config), "--learning_rate", "1e-4"])
     assert (args_recipe.data, args_recipe.lora, args.learning_rate, args.max_length) == ("runs/y", True, 1e-4, 300)
     assert recipe.main(["--data", "runs/x"]) == 2  # no --output_dir: a one-line error naming it
+    # The recipe's earlier flags still parse, to the SFTConfig fields they always meant.
+    _, args = recipe.parse(["--data", "d", "--output", str(tmp_path / "o"), "--max-steps", "8", "--batch-size", "8",
+                            "--epochs", "2", "--grad-accum", "2", "--warmup", "0.1", "--max-length", "256"])
+    assert (args.output_dir, args.max_steps, args.per_device_train_batch_size, args.num_train_epochs,
+            args.gradient_accumulation_steps, args.warmup_steps, args.max_length) == \
+        (str(tmp_path / "o"), 8, 8, 2.0, 2, 0.1, 256)
 
 
 def test_recipe_yaml_and_the_paper_preset(tmp_path, recipe):
@@ -180,7 +186,8 @@ def test_recipe_cli_with_lora_takes_max_length_from_the_data(tmp_path, recipe, c
     assert metrics["recipe"]["lora"] and metrics["train_rows"] + metrics["eval_rows"] == 4 and metrics["eval_rows"] >= 1
     # The longest row as the student's template renders it, rounded up to 64; nothing cut.
     data = recipe.load_export(export)
-    rendered = [smol_tokenizer.apply_chat_template(r["messages"], tokenize=False) for part in data.values() for r in part]
+    rendered = [smol_tokenizer.apply_chat_template(r["messages"], tokenize=False)
+                for part in data.values() for r in part]
     longest = max(len(smol_tokenizer(text, add_special_tokens=False)["input_ids"]) for text in rendered)
     assert metrics["longest_row_tokens"] == longest and metrics["max_length_from"] == "data"
     assert metrics["max_length"] == -(-longest // 64) * 64 and metrics["rows_cut"] == 0

@@ -84,11 +84,26 @@ class RecipeArguments:
         "help": "Keep OUTPUT/checkpoint-N after the final model is saved (default: removed)."})
 
 
+def _aliased(name: str, *aliases: str):
+    """SFTConfig's own field `name`, also taken under the recipe's earlier flag names."""
+    from dataclasses import fields
+
+    original = next(f for f in fields(SFTConfig) if f.name == name)
+    return field(default=original.default, metadata={**original.metadata, "aliases": list(aliases)})
+
+
 @dataclass
 class RecipeSFTConfig(SFTConfig):
     """`trl.SFTConfig` with the recipe's defaults: ``max_length`` None means "from the data" (not
-    "no limit"), ``bf16`` None means "where the hardware has it"; ``output_dir`` is required."""
+    "no limit"), ``bf16`` None means "where the hardware has it"; ``output_dir`` is required. The
+    recipe's earlier flags still work (``--output``, ``--epochs``, ``--batch-size``,
+    ``--grad-accum``, ``--warmup``; dashes for underscores work for every flag)."""
 
+    output_dir: str | None = _aliased("output_dir", "--output")
+    num_train_epochs: float = _aliased("num_train_epochs", "--epochs")
+    per_device_train_batch_size: int = _aliased("per_device_train_batch_size", "--batch-size")
+    gradient_accumulation_steps: int = _aliased("gradient_accumulation_steps", "--grad-accum")
+    warmup_steps: float = _aliased("warmup_steps", "--warmup")
     max_length: int | None = field(default=None, metadata={
         "help": "Longest training sequence in tokens. Default: from the data (the longest row as TRL tokenizes it, "
                 "rounded up to 64, capped by --max_length_cap)."})
@@ -226,7 +241,8 @@ def _student(model: str, model_init_kwargs: dict | None = None):
         raise ValueError(f"{model} has no chat template; the recipe trains with the student's own template")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return AutoModelForCausalLM.from_pretrained(path, **{"dtype": torch.float32, **(model_init_kwargs or {})}), tokenizer
+    model = AutoModelForCausalLM.from_pretrained(path, **{"dtype": torch.float32, **(model_init_kwargs or {})})
+    return model, tokenizer
 
 
 def _sft_trainer(args, model, tokenizer, train_rows, eval_rows, voice, lora, lora_r, lora_alpha, final: Path):

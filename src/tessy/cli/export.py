@@ -3,7 +3,8 @@
 Thin over `tessy.export.export_runs`; see that module for the promises (deterministic, written to a
 temporary folder and renamed, records only read). Prints the export's notes (why
 ``--check-template`` dropped rows, in one line with the counts; what the dataset card asks to fill
-in), then one summary line.
+in; which trainer got no config with ``--trainer-configs``, and why), then one summary line, and
+with ``--trainer-configs`` one line naming the configs written.
 """
 
 from __future__ import annotations
@@ -72,6 +73,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-tokens", type=positive_int, default=None, metavar="N",
                         help="Drop rows whose rendered conversation is longer than N student tokens (the "
                              "trainer's maximum length), rather than letting the trainer cut them.")
+    parser.add_argument("--trainer-configs", action="store_true",
+                        help="Also write trainer configs next to the data, at the TESSY paper's size (9 epochs, global "
+                             "batch 128, learning rate 5e-5) and with lengths from the data (the longest row in student "
+                             "tokens): trl_sft.yaml (examples/sft/train.py --config), llamafactory_sft.yaml with "
+                             "dataset_info.json (template from the student format, cutoff_len from the data) and "
+                             "xtuner_sft.py (XTuner v1). A trainer that cannot read the export as laid out gets none, "
+                             "and the reason is printed. Needs the student's tokenizer (see --tokenizer).")
     parser.add_argument("--license", default=None, metavar="ID",
                         help="The dataset card's license (default: the models' license where tessy knows it, "
                              "else a placeholder to fill in).")
@@ -90,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
                          validation_fraction=args.validation_fraction, split_seed=args.split_seed,
                          dataset_name=args.name, spans=not args.no_spans, overwrite=args.overwrite,
                          check_template=bool(args.check_template), tokenizer_spec=spec, layout=args.layout,
-                         reasoning_field=args.reasoning_field, license=args.license, language=args.language)
+                         reasoning_field=args.reasoning_field, license=args.license, language=args.language,
+                         trainer_configs=args.trainer_configs)
     for note in result["notes"]:
         print(f"tessy export: {note}")
     splits = ", ".join(f"{k} {v}" for k, v in result["splits"].items()) or "nothing"
@@ -101,4 +110,8 @@ def run(args: argparse.Namespace) -> int:
         how += f", thinking in {options['reasoning_field']}"
     print(f"exported {result['kept']} of {result['records_read']} records ({splits}) as {result['format']} "
           f"({how}) to {result['output']}; dropped: {dropped}")
+    trainers = result.get("trainer_configs")
+    if trainers and trainers["files"]:
+        print(f"trainer configs in {result['output']}: {', '.join(trainers['files'])} (max length "
+              f"{trainers['max_length']}: the longest row is {trainers['longest_row_tokens']} student tokens)")
     return 0

@@ -7,9 +7,11 @@
 (`tessy.export.layouts`: the raw text, a ``reasoning_content`` / ``thinking`` field, or
 prompt-completion; chosen per student format by default), splits them into train and validation
 by a hash of the id, writes them in the chosen format (`FORMATS`: one peer module per format), a
-dataset card ``README.md`` (`tessy.export.card`, with ``license`` and ``language``) and
-``export.json`` (every number the card states), and returns that summary with the ``notes`` the
-command prints (why the template check dropped rows, what the card asks to fill in).
+dataset card ``README.md`` (`tessy.export.card`, with ``license`` and ``language``),
+``export.json`` (every number the card states) and, with ``trainer_configs=True``, the configs of
+TRL's recipe, LLaMA-Factory and XTuner with lengths from the data (`tessy.export.trainers`), and
+returns that summary with the ``notes`` the command prints (why the template check dropped rows,
+what the card asks to fill in, which trainer got no config and why).
 
 Promises: the output is deterministic (rows sorted by id within each split; the same records and
 options give the same files); the export is written into a temporary sibling folder, fsynced and
@@ -53,7 +55,7 @@ def export_runs(runs: list[str | Path], output: str | Path, to: str = "messages"
                 spans: bool = True, tokenizer: Any = None, overwrite: bool = False, *,
                 check_template: bool | None = None, tokenizer_spec: str | None = None, layout: str = "auto",
                 reasoning_field: str = "auto", license: str | None = None,
-                language: tuple[str, ...] | None = None) -> dict[str, Any]:
+                language: tuple[str, ...] | None = None, trainer_configs: bool = False) -> dict[str, Any]:
     """Export; see the module docstring.
 
     `layout` and `reasoning_field` say how rows carry the thinking (`tessy.export.layouts`; "auto":
@@ -64,7 +66,10 @@ def export_runs(runs: list[str | Path], output: str | Path, to: str = "messages"
     `check_template` (default: whether a tokenizer was given) drops rows that do not survive its
     chat template (reason ``chat_template``, the problems counted in ``template_problems``).
     `license` and `language` override what the card would state (`tessy.export.licenses`).
-    ``notes`` in the result are the lines the command prints besides its summary."""
+    `trainer_configs` also writes the trainers' configs (`tessy.export.trainers`; it needs the
+    student's tokenizer, to count the longest row; ``trainer_configs`` in the result says what was
+    written and what was not, and why). ``notes`` in the result are the lines the command prints
+    besides its summary."""
     from tessy.export.card import render, summary
     from tessy.export.layouts import Layout, choose, student_format_of
     from tessy.export.licenses import card_language, card_license
@@ -89,9 +94,9 @@ def export_runs(runs: list[str | Path], output: str | Path, to: str = "messages"
     kind, field = choose(student_format, layout, reasoning_field, ALIASES.get(to, to))
     fmt = get_format(to, dataset_name=dataset_name, spans=spans, layout=kind, reasoning_field=field)
     notes: list[str] = []
-    if tokenizer is None and (check_template or filters.max_tokens is not None or kind == "prompt-completion"):
-        tokenizer = _student_tokenizer(records, tokenizer_spec, kind, check_template or filters.max_tokens is not None,
-                                       notes)
+    counts = filters.max_tokens is not None or trainer_configs
+    if tokenizer is None and (check_template or counts or kind == "prompt-completion"):
+        tokenizer = _student_tokenizer(records, tokenizer_spec, kind, check_template or counts, notes)
     chat = _chat_format(student_format, tokenizer, kind, field)
     lay = Layout(kind, field, chat, tokenizer)
     check = TemplateCheck(tokenizer, lay) if check_template else None
@@ -112,6 +117,17 @@ def export_runs(runs: list[str | Path], output: str | Path, to: str = "messages"
 
     with durable.new_folder(output, unique=True) as staging:
         files = fmt.write(splits, staging)
+        trainers = None
+        if trainer_configs:
+            from tessy.export import trainers as trainer_files
+
+            longest = max((max(measure({k: row[k] for k in ("messages", "prompt", "completion") if k in row}, record),
+                               trainer_files.raw_length(tokenizer, counted_as, record)) for row, record in kept),
+                          default=0)
+            trainers = trainer_files.write(staging, data_dir=output.resolve(), fmt=fmt.name, layout=lay.describe(),
+                                           files=files, dataset_name=dataset_name, longest=longest,
+                                           student_model=_student_model(records, tokenizer_spec))
+            notes.extend(trainers.pop("notes"))  # its files are listed apart: the card's splits are the data files
         stats = summary(kept, dropped, splits, loaded)
         models = [info.get("model") for infos in stats["models"].values() for info in infos]
         card_license_value, unknown = card_license(models, license)
@@ -131,9 +147,16 @@ def export_runs(runs: list[str | Path], output: str | Path, to: str = "messages"
         card = render(stats, fmt, filters.describe(), files, str(output), options)
         (staging / "README.md").write_text(card, encoding="utf-8")
         result = {**stats, "format": fmt.name, "files": files, "filters": filters.describe(), "options": options,
-                  "template_problems": check.counts() if check is not None else None}
+                  "template_problems": check.counts() if check is not None else None,
+                  **({"trainer_configs": trainers} if trainers is not None else {})}
         (staging / "export.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return {**result, "output": str(output), "notes": notes}
+
+
+def _student_model(records: list[dict], spec: str | None) -> str | None:
+    """The student model the records name (else the tokenizer the user named)."""
+    return next((r["models"]["student"]["model"] for r in records
+                 if ((r.get("models") or {}).get("student") or {}).get("model")), spec)
 
 
 def _student_tokenizer(records: list[dict], spec: str | None, kind: str, required: bool, notes: list[str]):

@@ -14,14 +14,16 @@ Owns the files that let a user train the student on the export without writing a
 Promises:
 
 - lengths come from the data: `fit_length` of the longest kept row, counted in student tokens
-  under the student's chat template (`tessy.export.template.rendered_length`), with ``MARGIN``
+  under the student's chat template (`tessy.export.template.rendered_length`) and as the raw text
+  a trainer's own template renders (`raw_length`), whichever is longer, with ``MARGIN``
   tokens to spare for what a trainer's own template adds (a BOS, a newline after the end of turn),
   rounded up to a multiple of 64. That is TRL's ``max_length``, LLaMA-Factory's ``cutoff_len``
   (its default of 2,048 cuts long traces) and XTuner's ``max_length`` / ``pack_max_length``;
 - hyper-parameters are the paper's preset (`PAPER`: 9 epochs, global batch 128, learning rate
   5e-5); a trainer with no global-batch setting gets per-device batch 1 and gradient accumulation
   ``128 / gpus`` (``gpus`` defaults to 8; the YAML says how to change it); the schedule is cosine
-  (XTuner's default, the paper's trainer);
+  with 3% warm-up (the defaults of XTuner's command line, the paper's trainer) where the trainer
+  can state it;
 - paths in the configs are absolute (the export's final folder), the student is the model the
   records name (a tessy demo alias resolved to its folder for LLaMA-Factory and XTuner);
 - a trainer that would not read the export as it is laid out gets no config: `write` returns why
@@ -37,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 #: The TESSY paper's training setup (section 3.1: "up to 9 epochs ... batch size of 128 and a
-#: learning rate of 5e-5", with XTuner, whose default schedule is cosine with 3% warm-up).
+#: learning rate of 5e-5", with XTuner, whose command line defaults to a cosine schedule with 3% warm-up).
 PAPER = {"num_train_epochs": 9, "global_batch_size": 128, "learning_rate": 5e-5, "lr_scheduler_type": "cosine",
          "warmup_ratio": 0.03}
 MARGIN = 16
@@ -55,6 +57,19 @@ def fit_length(longest: int, margin: int = MARGIN, multiple: int = 64) -> int:
     if longest < 0 or margin < 0 or multiple < 1:
         raise ValueError(f"fit_length: longest {longest}, margin {margin} and multiple {multiple} must be >= 0 / >= 1")
     return -(-(longest + margin) // multiple) * multiple
+
+
+def raw_length(tokenizer: Any, fmt: Any, record: dict) -> int:
+    """The record's length as a trainer that renders it with its own template counts it: the prompt
+    (through the student's format, generation prompt and thinking opener included), the response
+    text as written, one end-of-turn token. Counted besides the chat template's rendering because a
+    template may drop the thinking (DeepSeek-R1-Distill's) where a trainer's own keeps it."""
+    prompt = [{"role": m["role"], "content": m["content"]} for m in record["messages"][:-1]]
+    response = record["messages"][-1]["content"]
+    opener = fmt.thinking_opener if fmt.has_thinking else ""
+    if opener and response.startswith(opener):
+        response = response[len(opener):]
+    return len(fmt.prompt_ids(tokenizer, prompt)) + len(tokenizer.encode(response, add_special_tokens=False)) + 1
 
 
 def write(folder: Path, *, data_dir: Path, fmt: str, layout: dict[str, Any], files: list[str], dataset_name: str,
@@ -120,14 +135,16 @@ def _trl(*, model: str, data_dir: Path, length: int, longest: int, output: str, 
               "global_batch_size: the recipe sets gradient_accumulation_steps = 128 / (per-device batch x GPUs)."]
     return {FILES["trl"]: _yaml(header, [
         ("recipe", {"data": str(data_dir), "model": model, "global_batch_size": PAPER["global_batch_size"]}),
-        ("trl.SFTConfig", {"output_dir": f"{output}-trl", "max_length": length, "num_train_epochs": PAPER["num_train_epochs"],
-                           "learning_rate": PAPER["learning_rate"], "lr_scheduler_type": PAPER["lr_scheduler_type"],
-                           "warmup_steps": PAPER["warmup_ratio"], "per_device_train_batch_size": 1,
+        ("trl.SFTConfig", {"output_dir": f"{output}-trl", "max_length": length,
+                           "num_train_epochs": PAPER["num_train_epochs"], "learning_rate": PAPER["learning_rate"],
+                           "lr_scheduler_type": PAPER["lr_scheduler_type"], "warmup_steps": PAPER["warmup_ratio"],
+                           "per_device_train_batch_size": 1,
                            "save_steps": 500, "logging_steps": 10})])}
 
 
 def _llamafactory(folder: Path, fmt: str, layout: dict[str, Any], files: list[str], *, model: str, data_dir: Path,
-                  dataset_name: str, length: int, longest: int, output: str, gpus: int, **_: Any) -> dict[str, str] | str:
+                  dataset_name: str, length: int, longest: int, output: str, gpus: int,
+                  **_: Any) -> dict[str, str] | str:
     if layout.get("layout") != "messages":
         return ("LLaMA-Factory renders the prompt itself with its own template, so it cannot take rendered prompts: "
                 "export with --layout messages --reasoning-field content")
@@ -149,7 +166,8 @@ def _llamafactory(folder: Path, fmt: str, layout: dict[str, Any], files: list[st
               f"cutoff_len: the longest row is {longest} student tokens (+{MARGIN}, rounded up to 64).",
               f"Global batch {PAPER['global_batch_size']} = per_device_train_batch_size 1 x "
               f"gradient_accumulation_steps {accumulation} x {gpus} GPUs: change the accumulation for other counts.",
-              "Warm-up is left out (the paper does not state it; transformers 4 names it warmup_ratio, 5 warmup_steps)."]
+              "Warm-up is left out (the paper does not state it; transformers 4 names it warmup_ratio, 5 "
+              "warmup_steps)."]
     if template is None:
         header.append("template: not set, so LLaMA-Factory parses the student tokenizer's own chat template.")
     dataset = {"dataset_dir": str(data_dir), "dataset": f"{dataset_name}_train"}
@@ -162,8 +180,8 @@ def _llamafactory(folder: Path, fmt: str, layout: dict[str, Any], files: list[st
     sections = [("model", {"model_name_or_path": model}),
                 ("method", {"stage": "sft", "do_train": True, "finetuning_type": "full"}),
                 ("dataset", dataset),
-                ("output", {"output_dir": f"{output}-llamafactory", "logging_steps": 10, "save_steps": 500, "plot_loss": True,
-                            "report_to": "none"}),
+                ("output", {"output_dir": f"{output}-llamafactory", "logging_steps": 10, "save_steps": 500,
+                            "plot_loss": True, "report_to": "none"}),
                 ("train", train)]
     if "validation" in data:
         sections.append(("eval", {"eval_dataset": f"{dataset_name}_validation", "per_device_eval_batch_size": 1,
@@ -193,8 +211,10 @@ def _xtuner(fmt: str, layout: dict[str, Any], files: list[str], *, model: str, d
 
 Written by `tessy export --trainer-configs`. Paper: {PAPER["num_train_epochs"]} epochs, global batch \
 {PAPER["global_batch_size"]}, learning rate {PAPER["learning_rate"]}; cosine schedule with {PAPER["warmup_ratio"]:.0%} \
-warm-up (XTuner's defaults). max_length: the longest row is {longest} student tokens (+{MARGIN}, rounded up to 64);
-XTuner packs rows into sequences of pack_max_length tokens. XTuner v1 takes no validation set here.
+warm-up (the defaults of XTuner's command line).
+max_length: the longest row is {longest} student tokens (+{MARGIN}, rounded up to 64). XTuner packs rows
+into sequences of up to pack_max_length tokens, and global_batch_size counts those packs (one long row,
+or several short ones). XTuner v1 takes no validation set here.
 """
 
 from pathlib import Path
@@ -210,7 +230,8 @@ max_length = {length}
 
 dataset_config_list = [
     {{
-        "dataset": DatasetConfig(anno_path={json.dumps(str(data_dir / "train.jsonl"))}, name={json.dumps(dataset_name)}),
+        "dataset": DatasetConfig(anno_path={json.dumps(str(data_dir / "train.jsonl"))},
+                                 name={json.dumps(dataset_name)}),
         "tokenize_fn": OpenaiTokenizeFunctionConfig(chat_template={json.dumps(template)}, max_length=max_length),
     }},
 ]
