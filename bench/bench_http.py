@@ -43,6 +43,18 @@ sys.path.insert(0, str(ROOT))
 
 SCRIPT = ("Okay, let me see. The sum of 3 and 4 is 7, because 3 + 4 = 7. Wait, so we also need "
           "to check 7 - 4 = 3. Hmm, so the answer is 7. ")
+#: A script whose spans are as long as real TESSY data's: a style phrase (the student's span, ~5
+#: tokens), then 50-64 tokens of reasoning with no style phrase (the teacher's). The Qwen pair's
+#: TESSY records on reasoning-gym products (bench/table1-full) have student spans of 6.5 tokens and
+#: teacher spans of 46 on average; SCRIPT hands over every ~2 tokens.
+LONG_SPAN_SCRIPT = (
+    "Okay, let me see. We multiply 47 by 23 in two parts: 47 times 20 is 940 and 47 times 3 is 141, and "
+    "adding the two parts gives 940 plus 141, which equals 1081 in total. Wait, the second factor 23 splits "
+    "as 20 plus 3, and each part times 47 was checked digit by digit: 4 times 2 is 8 and 7 times 2 is 14, "
+    "giving 940 for the tens. Hmm, let me check. Taking the other order, 23 times 47 is 23 times 40 plus 23 "
+    "times 7, that is 920 plus 161, and 920 plus 161 is 1081 again, matching the first result. So, the last "
+    "digit of 47 times 23 must be the last digit of 7 times 3, which is 21, hence the product ends in 1, and "
+    "1081 ends in 1 as required here. ")
 
 
 @contextmanager
@@ -351,13 +363,13 @@ def write_prompts(path: Path, n: int) -> None:
             f.write(json.dumps({"id": f"p{i}", "prompt": f"What is {i} plus {i + 3}? Explain."}) + "\n")
 
 
-def server_specs(fault_rate: float = 0.0, stop_at: int = 260) -> tuple[dict, dict]:
+def server_specs(fault_rate: float = 0.0, stop_at: int = 260, script: str = SCRIPT) -> tuple[dict, dict]:
     from tessy.models import load_tokenizer
 
     specs = []
     for name, alias in (("student", "smollm2-135m-instruct"), ("teacher", "gemma3-270m")):
         tokenizer = load_tokenizer(alias)
-        ids = tokenizer.encode(SCRIPT, add_special_tokens=False)
+        ids = tokenizer.encode(script, add_special_tokens=False)
         spec = {"model": name, "script": ",".join(map(str, ids)), "stop_id": tokenizer.eos_token_id,
                 "stop_at": stop_at, "seed": len(specs)}
         if fault_rate:

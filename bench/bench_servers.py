@@ -115,9 +115,10 @@ def server_command(kind: str, role: str, port: int, args) -> list[str]:
                 "--ctx-size", str(args.slots * args.slot_context), "--threads", str(args.threads),
                 "--threads-batch", str(args.threads), "--swa-full"]
     # gpu-sim: the demo tokenizers' script, as bench_http's fake servers write it
-    from bench.bench_http import server_specs
+    from bench.bench_http import LONG_SPAN_SCRIPT, SCRIPT, server_specs
 
-    spec = server_specs(stop_at=10**9)[ROLES.index(role)]
+    script = LONG_SPAN_SCRIPT if args.script == "long-spans" else SCRIPT
+    spec = server_specs(stop_at=10**9, script=script)[ROLES.index(role)]
     command = [sys.executable, "-m", "bench.gpu_sim_server", "--port", str(port)]
     for key, value in {**spec, "model": alias, "max_model_len": args.slot_context}.items():
         command += [f"--{key.replace('_', '-')}", str(value)]
@@ -270,6 +271,10 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=8, help="llama-server parallel slots per server")
     parser.add_argument("--slot-context", type=int, default=1024, help="context tokens per slot")
     parser.add_argument("--threads", type=int, default=1, help="llama-server threads per server")
+    parser.add_argument("--script", choices=("dense", "long-spans"), default="dense",
+                        help="gpu-sim: what both servers write: a style phrase every ~2 tokens (dense), or spans "
+                             "as long as real TESSY data's (long-spans: ~5-token style phrases, 50-64 tokens of "
+                             "reasoning between them)")
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--predictor", default="lexicon", help="lexicon or a token-classifier checkpoint folder")
     parser.add_argument("--repeat", type=int, default=1,
@@ -286,14 +291,14 @@ def main() -> None:
     if args.servers == "gpu-sim" and "lockstep-paper" in args.methods.split(","):
         parser.error("--servers gpu-sim scripts token ids: lockstep-paper's text prompts need llama-server")
     os.chdir(ROOT)
-    from tessy.cli.demo import write_prompts
-
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", file=sys.stderr)
     methods = args.methods.split(",")
     runs: dict[str, list[dict]] = {method: [] for method in methods}
+    out = Path(args.out or ROOT / "bench" / "results" / f"servers-{args.servers}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        prompts = write_prompts(folder / "prompts.jsonl", args.prompts)
+        prompts = bench_prompts(folder / "prompts.jsonl", args.prompts)
         for round_ in range(args.repeat):
             shift = round_ % len(methods)  # each method takes its turn first: slow drifts in load even out
             for method in methods[shift:] + methods[:shift]:
@@ -303,13 +308,28 @@ def main() -> None:
                     row = run_method(method, urls, server_cpu_of, prompts, where, args)
                 runs[method].append({**row, "round": round_})
                 print(f"{method}: {row['samples']} samples in {row['wall_s']:.0f}s", file=sys.stderr)
+                # Every run as it ends: a long benchmark stopped part-way keeps what it measured.
+                out.write_text(json.dumps({"args": vars(args), "cpus": os.cpu_count(), "runs": runs}, indent=2) + "\n")
     baselines = {name: runs[name] for name in BASELINES if name in runs}
     rows = [median_run(runs[method], baselines) for method in methods]
     print_table(rows)
-    out = Path(args.out or ROOT / "bench" / "results" / f"servers-{args.servers}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "cpus": os.cpu_count(), "rows": rows}, indent=2) + "\n")
+    out.write_text(json.dumps({"args": vars(args), "cpus": os.cpu_count(), "rows": rows, "runs": runs}, indent=2)
+                   + "\n")
     print(f"wrote {out}")
+
+
+def bench_prompts(path: Path, count: int) -> Path:
+    """`count` HumanEval prompts (`tessy demo`'s); past the 164 problems, each again with a
+    variant number, so any number of samples can be in flight."""
+    from tessy import durable
+    from tessy.cli.demo import write_prompts
+
+    rows = [json.loads(line) for line in write_prompts(path, count).read_text().splitlines()]
+    extra = [{"id": f"{row['id']}/v{i}", "prompt": f"{row['prompt']}\n(variant {i})"}
+             for i in range(1, count // max(1, len(rows)) + 1) for row in rows]
+    rows = (rows + extra)[:count]
+    durable.write_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
+    return path
 
 
 def median_run(runs: list[dict], baselines: dict[str, list[dict]]) -> dict:

@@ -69,10 +69,14 @@ def kill_when_running(out: Path, index: int, after_records: int, killed: dict) -
     folder = shard_folder(out, index)
 
     def watch() -> None:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            info = read_worker_file(folder)
-            done = ids(folder) if info else []
+            try:
+                info = read_worker_file(folder)
+                done = ids(folder) if info else []
+            except (OSError, ValueError):  # a line or the worker file caught mid-write: look again
+                time.sleep(0.05)
+                continue
             if info and len(done) >= after_records:
                 killed.update(pid=info["pid"], records=len(done), at=time.perf_counter())
                 os.kill(info["pid"], signal.SIGKILL)
