@@ -24,6 +24,9 @@ queue) before the next step is costed and counted in `cancelled`.
 
 `GET /sim/stats` answers the counters: steps, busy_s (simulated time slept), generated_tokens,
 prefill_tokens, cached_tokens, requests, cancelled, max_running (and running/waiting now).
+`GET /metrics` answers the prompt tokens taken in and found cached as vLLM's Prometheus counters
+(`vllm:prompt_tokens_total`, `vllm:prompt_tokens_cached_total`): like vLLM, a stream closed at
+the cut never gets the cache figure of its last event, so tessy reads these.
 
 These figures are simulated time from the cost model above, not measurements of a GPU: they show
 how a client's scheduling shapes the batch (how full the steps are, how much prefill it causes),
@@ -171,6 +174,11 @@ class SimServer(FakeOpenAIServer):
             running = len(getattr(self, "_running", ()))
             waiting = len(getattr(self, "_waiting", ()))
             return self._send(writer, 200, {**self.stats, "running": running, "waiting": waiting})
+        if method == "GET" and path == "/metrics":  # vLLM's own counters: prompt tokens taken in, of them cached
+            taken, cached = self.stats["prefill_tokens"] + self.stats["cached_tokens"], self.stats["cached_tokens"]
+            page = (f"vllm:prompt_tokens_total{{engine=\"0\"}} {taken}.0\n"
+                    f"vllm:prompt_tokens_cached_total{{engine=\"0\"}} {cached}.0\n")
+            return self._send_raw(writer, 200, page.encode())
         return await super()._respond(writer, method, path, headers, raw)
 
     async def _completion(self, writer, body: Any) -> bool:
