@@ -17,7 +17,8 @@ prompts ahead (`warm`) on a server whose answers show it keeps no prefix at all.
 A stream stopped at the cut ends before vLLM's last event, the only one that carries
 `prompt_tokens_details` (its usage on every event has no cache figure): such a request's cache use
 is unknown. It is counted in `prompt_unknown` (its prompt as computed, an upper bound), never as
-"no cache hits"; `usage_note` says so for the run summary.
+"no cache hits"; `usage_note` says so for the run summary. `prompt_computed` gives a role's figure
+for the summary: the servers' own count where they keep one (`metrics`), else these.
 """
 
 from __future__ import annotations
