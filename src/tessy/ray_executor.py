@@ -104,6 +104,11 @@ def combine(reports: list[RunReport], output: str, wall_s: float) -> RunReport:
             into = total.server_stats.setdefault(role, {})
             for key, value in counters.items():
                 into[key] = into.get(key, 0) + value
+    for counters in total.server_stats.values():
+        # Each shard read the servers' own counters, which the shards share: their sum would count
+        # every shard's traffic once per shard. The answers' figures stand instead.
+        for key in ("server_prompt_tokens", "server_prompt_cached", "server_counted", "server_shared"):
+            counters.pop(key, None)
     return total
 
 
