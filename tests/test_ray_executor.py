@@ -198,3 +198,16 @@ def test_the_watch_counts_the_rows_each_shard_folder_finished(tmp_path, capsys):
                                          "(attempt 2 of 4") == 1
     write_worker_file(b, "run2")  # another driver's run starts over at 1
     assert read_worker_file(b)["attempt"] == 1
+
+
+def test_combined_reports_sum_the_answers_figures_and_drop_the_servers_own_counts():
+    """No Ray: every shard reads the same servers' /metrics, so their sum would count each shard's
+    traffic once per shard; the merged report keeps only what the shards' own answers said."""
+    from tessy.pipeline import RunReport
+    from tessy.ray_executor import combine
+
+    shard = {"prompt_tokens": 100, "prompt_processed": 60, "completions": 5, "server_prompt_tokens": 250,
+             "server_prompt_cached": 200, "server_counted": 1, "server_shared": 0}
+    reports = [RunReport(output=f"s{i}", server_stats={"teacher": dict(shard)}) for i in range(2)]
+    total = combine(reports, "run", 1.0).server_stats["teacher"]
+    assert total == {"prompt_tokens": 200, "prompt_processed": 120, "completions": 10}

@@ -93,7 +93,8 @@ def _check_output(config: SynthesizeConfig) -> None:
 
 def combine(reports: list[RunReport], output: str, wall_s: float) -> RunReport:
     """The shards' reports as one: counters summed (rows left to other shards dropped: each row
-    is counted by the shard that owns it), server counters summed per role."""
+    is counted by the shard that owns it), server counters summed per role (but for the servers'
+    own counters, which every shard read whole)."""
     total = RunReport(output=output, wall_s=wall_s)
     for report in reports:
         for name in _SUMMED:
