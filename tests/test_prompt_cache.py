@@ -56,6 +56,17 @@ def test_later_requests_that_recompute_what_the_slot_held_are_counted_and_named(
     assert recompute_warning("teacher", {"follow_ups": 3, "follow_up_excess": 300}) == ""  # too few to judge
 
 
+def test_a_server_whose_own_counters_show_no_cache_hit_gets_a_warning():
+    from tessy.backends.openai.cache import server_cache_warning
+
+    cold = {"server_counted": 1, "server_prompt_tokens": 5000, "server_prompt_cached": 0, "completions": 40}
+    warning = server_cache_warning("student", cold)
+    assert warning.startswith("student servers found none of 5000 prompt tokens") and "--block-size" in warning
+    assert server_cache_warning("student", {**cold, "server_prompt_cached": 32}) == ""  # it hits
+    assert server_cache_warning("student", {**cold, "completions": 3}) == ""  # too few to judge
+    assert server_cache_warning("student", {**cold, "server_counted": 0}) == ""  # no counters read
+
+
 def test_the_summary_prints_the_recompute_warning(capsys):
     from tessy.cli.synthesize import print_report
     from tessy.runner import RunReport

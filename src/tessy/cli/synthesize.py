@@ -79,12 +79,12 @@ def print_report(report) -> None:
     line = prompt_tokens_line(report)
     if line:
         print(line)
-    from tessy.backends.openai.cache import recompute_warning
+    from tessy.backends.openai.cache import recompute_warning, server_cache_warning
 
     for role, counters in sorted(report.server_stats.items()):
-        warning = recompute_warning(role, counters)
-        if warning:
-            print(f"warning: {warning}")
+        for warning in (recompute_warning(role, counters), server_cache_warning(role, counters)):
+            if warning:
+                print(f"warning: {warning}")
     if report.k_used:
         k_used = ", ".join(f"{role} {k:g}" for role, k in sorted(report.k_used.items()))
         print(f"k per request or step (adaptive k): {k_used}")

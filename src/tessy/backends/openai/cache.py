@@ -103,6 +103,19 @@ def recompute_warning(role: str, counters: dict[str, int]) -> str:
             "model, and vLLM caches whole blocks only: --block-size)")
 
 
+def server_cache_warning(role: str, counters: dict[str, int]) -> str:
+    """A line for the run summary when `role`'s servers' own counters (`metrics`) say their prefix
+    cache found nothing in `MIN_FOLLOW_UPS` requests or more ('' otherwise): every later request
+    of a sample then computes its whole context again."""
+    if not counters.get("server_counted") or counters.get("server_prompt_cached", 0) > 0 \
+            or counters.get("completions", 0) < MIN_FOLLOW_UPS or not counters.get("server_prompt_tokens"):
+        return ""
+    return (f"{role} servers found none of {counters['server_prompt_tokens']} prompt tokens in their prefix cache "
+            f"over {counters['completions']} requests (their own /metrics): start vLLM with "
+            "--enable-prefix-caching, SGLang without --disable-radix-cache; vLLM caches whole blocks only "
+            "(--block-size; 128 tokens by default on CPU), so contexts shorter than a block never hit")
+
+
 def usage_note(counters: dict[str, int]) -> str:
     """What the summary says of a role's prompt-cache figures: '' when every answer said how much
     of its prompt was cached, else which answers did not, and why."""
