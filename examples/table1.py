@@ -41,6 +41,7 @@ import argparse
 import importlib.util
 import json
 import math
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -180,7 +181,6 @@ def export_all(out: Path) -> None:
 def finetune_all(size: Size, out: Path) -> None:
     from tessy.cli.demo import PAIRS
 
-    recipe = sft_recipe()
     pair = PAIRS[size.pair]
     for method in METHODS:
         target = out / "sft" / method
@@ -191,10 +191,15 @@ def finetune_all(size: Size, out: Path) -> None:
             target.mkdir(parents=True, exist_ok=True)
             durable.write_atomic(target / "metrics.json", json.dumps({"train_rows": 0, "steps": 0}) + "\n")
             continue
-        recipe.train(recipe.RecipeConfig(
+        settings = dict(
             data=str(out / "sft-data" / method), output=str(target), model=pair.student, voice=pair.student_voice,
             max_steps=size.sft_steps, batch_size=size.sft_batch, learning_rate=size.learning_rate,
-            max_length=size.sft_max_length, save_steps=size.save_steps, seed=0, logging_steps=1))
+            max_length=size.sft_max_length, save_steps=size.save_steps, seed=0, logging_steps=1)
+        # In a child process: the synthesis stages' memory is never given back to the system, and
+        # the fine-tune on top of it was killed for memory (24 GB) on a 24 GB machine.
+        code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import table1; recipe = table1.sft_recipe(); "
+                "recipe.train(recipe.RecipeConfig(**json.loads(sys.argv[2])))")
+        subprocess.run([sys.executable, "-c", code, str(HERE), json.dumps(settings)], check=True)
 
 
 def missing_models(out: Path) -> list[str]:
