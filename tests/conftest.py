@@ -84,3 +84,18 @@ def server(smol_tokenizer):
     script = smol_tokenizer.encode(SCRIPT, add_special_tokens=False)
     with FakeOpenAIServer("smol", script=script, decode=smol_tokenizer.decode, stop_id=2, stop_at=10**9) as fake:
         yield fake
+
+
+@pytest.fixture(scope="session")
+def recipe():
+    """The SFT recipe, examples/sft/train.py, loaded as a module (it is a script, not a package)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "sft" / "train.py"
+    spec = importlib.util.spec_from_file_location("sft_recipe", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["sft_recipe"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module

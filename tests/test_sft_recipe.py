@@ -8,9 +8,7 @@ student itself. `train(RecipeConfig)` (examples/table1.py's entry) keeps its fix
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,15 +20,6 @@ PAIRS = [("What is 2 + 3?", "Okay, let me add. 2 + 3 = 5, so the answer is 5."),
          ("What is 4 + 4?", "Okay, let me add. 4 + 4 = 8, so the answer is 8."),
          ("What is 6 + 1?", "Okay, let me add. 6 + 1 = 7, so the answer is 7."),
          ("What is 5 + 3?", "Okay, let me add. 5 + 3 = 8, so the answer is 8.")]
-
-
-@pytest.fixture(scope="module")
-def recipe():
-    spec = importlib.util.spec_from_file_location("sft_recipe", ROOT / "examples" / "sft" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["sft_recipe"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,6 @@ or validated the way its trainer reads it, on exports made with the students' re
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import types
@@ -140,15 +139,6 @@ def longest_row(folder: Path, tokenizer) -> int:
 
 def trainer_configs(folder: Path) -> dict:
     return json.loads((folder / "export.json").read_text())["trainer_configs"]
-
-
-@pytest.fixture(scope="module")
-def recipe():
-    spec = importlib.util.spec_from_file_location("sft_recipe", ROOT / "examples" / "sft" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["sft_recipe"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 # ---------------------------------------------------------------------------- TRL (real)
