@@ -72,7 +72,8 @@ class Size:
     sft_max_length: int
     save_steps: int
     task_options: tuple[tuple[str, int], ...] = ()
-    max_batch: int = 16      # sequences per forward pass in synthesis (speed only: not a setting of the experiment)
+    sft_bf16: bool = False   # fine-tune in bf16 mixed precision (every method alike)
+    max_batch: int = 16      # sequences per forward pass in synthesis and evaluation (speed only)
 
 
 SIZES = {
@@ -80,7 +81,7 @@ SIZES = {
                  sft_steps=1, sft_batch=2, learning_rate=1e-4, sft_max_length=256, save_steps=0,
                  task_options=(("min_digits", 1), ("max_digits", 1))),
     "full": Size(pair="qwen", task="products", train=128, heldout=200, own=64, max_tokens=256, max_answer_tokens=64,
-                 sft_steps=16, sft_batch=8, learning_rate=2e-5, sft_max_length=1024, save_steps=2,
+                 sft_steps=16, sft_batch=8, learning_rate=2e-5, sft_max_length=1024, save_steps=2, sft_bf16=True,
                  task_options=(("min_digits", 2), ("max_digits", 2))),
 }
 
@@ -193,8 +194,12 @@ def finetune_all(size: Size, out: Path) -> None:
             continue
         settings = dict(
             data=str(out / "sft-data" / method), output=str(target), model=pair.student, voice=pair.student_voice,
-            max_steps=size.sft_steps, batch_size=size.sft_batch, learning_rate=size.learning_rate,
-            max_length=size.sft_max_length, save_steps=size.save_steps, seed=0, logging_steps=1)
+            max_steps=size.sft_steps, learning_rate=size.learning_rate,
+            # One row per forward pass, `sft_batch` rows per optimizer step: the logits of 8 rows over
+            # Qwen's 152k vocabulary alone are ~5 GB a copy, and 8 rows at once were killed for memory.
+            batch_size=1, grad_accum=size.sft_batch,
+            max_length=size.sft_max_length, save_steps=size.save_steps, seed=0, logging_steps=1,
+            bf16=size.sft_bf16)
         # In a child process: the synthesis stages' memory is never given back to the system, and
         # the fine-tune on top of it was killed for memory (24 GB) on a 24 GB machine.
         code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import table1; recipe = table1.sft_recipe(); "
@@ -230,7 +235,7 @@ def evaluate_all(size: Size, out: Path) -> None:
     models = {"base": pair.student,
               **{m: str(path) if (path / "config.json").exists() else pair.student for m, path in trained.items()}}
     evaluate(models, out / "prompts" / "heldout.jsonl", VERIFIER, out / "eval", own_responses=out / "own",
-             max_new_tokens=size.max_tokens, batch_size=16, chat_format=pair.format, voice=pair.student_voice)
+             max_new_tokens=size.max_tokens, batch_size=size.max_batch, chat_format=pair.format, voice=pair.student_voice)
 
 
 # ---------------------------------------------------------------------------- report

@@ -148,6 +148,7 @@ class RecipeConfig:
     limit: int = 0  # use only the first N train rows (0: all)
     voice: str = ""  # the student's voice put before every prompt (tessy.voices)
     save_steps: int = 0  # a checkpoint every N steps (0: none); a rerun with the same output goes on from the last
+    bf16: bool = False  # bf16 mixed precision over float32 weights (torch autocast; on CPU too, where it has bf16)
 
 
 # ---------------------------------------------------------------------------- data
@@ -275,7 +276,7 @@ def build_trainer(config: RecipeConfig, train_rows=None, eval_rows=None):
         logging_steps=config.logging_steps, eval_strategy="no", report_to="none",
         save_strategy="steps" if config.save_steps else "no", save_steps=config.save_steps or 500,
         save_only_model=False,
-        use_cpu=config.device == "cpu", bf16=False, fp16=False, dataloader_num_workers=0,
+        use_cpu=config.device == "cpu", bf16=config.bf16, fp16=False, dataloader_num_workers=0,
         gradient_checkpointing=config.gradient_checkpointing, disable_tqdm=True)
     return _sft_trainer(args, model, tokenizer, train_rows, eval_rows, config.voice, config.lora, config.lora_r,
                         config.lora_alpha, Path(config.output))
