@@ -119,7 +119,8 @@ def server_command(kind: str, role: str, port: int, args) -> list[str]:
 
     script = LONG_SPAN_SCRIPT if args.script == "long-spans" else SCRIPT
     spec = server_specs(stop_at=10**9, script=script)[ROLES.index(role)]
-    command = [sys.executable, "-m", "bench.gpu_sim_server", "--port", str(port)]
+    # --follow-text: each server goes on with the text it is handed, as a real model would
+    command = [sys.executable, "-m", "bench.gpu_sim_server", "--port", str(port), "--follow-text"]
     for key, value in {**spec, "model": alias, "max_model_len": args.slot_context}.items():
         command += [f"--{key.replace('_', '-')}", str(value)]
     return command

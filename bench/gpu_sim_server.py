@@ -52,6 +52,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/ when r
 from tests.fake_openai_server import (FakeOpenAIServer, add_script_arguments, script_options,  # noqa: E402
                                       serve_until_killed)
 
+#: Run lengths (longest first) by which `follow_text` finds where a prompt leaves the script.
+FOLLOW = (6, 4, 3, 2)
+
 STATS = ("steps", "busy_s", "generated_tokens", "prefill_tokens", "cached_tokens", "requests",
          "cancelled", "max_running")
 
@@ -71,7 +74,7 @@ class _Request:
 class SimServer(FakeOpenAIServer):
     def __init__(self, model: str = "fake-model", *, step_ms: float = 8.0, decode_us_per_token: float = 300.0,
                  prefill_us_per_token: float = 30.0, max_batch: int = 256, cache_tokens: int = 2_000_000,
-                 block_size: int = 16, **kwargs: Any):
+                 block_size: int = 16, follow_text: bool = False, **kwargs: Any):
         kwargs.setdefault("keep_requests", False)
         super().__init__(model, **kwargs)
         self.cache_style = ""  # our own prefix cache reports vLLM-style, not the fake's slot cache
@@ -84,6 +87,30 @@ class SimServer(FakeOpenAIServer):
         self.blocks: OrderedDict[int, None] = OrderedDict()  # chained block hash -> None, LRU order
         self.stats: dict[str, float] = dict.fromkeys(STATS, 0)
         self._engine: asyncio.Task | None = None
+        self.follow_text = follow_text
+        # Where each run of `FOLLOW` script tokens first ends (the script read cyclically), for `responder`.
+        cycled = self.script + self.script[:max(FOLLOW)]
+        self._after: dict[tuple[int, ...], int] = {}
+        for n in FOLLOW:
+            for end in range(n, len(cycled) + 1):
+                self._after.setdefault(tuple(cycled[end - n:end]), end % len(self.script))
+
+    # ---- script ------------------------------------------------------------------------------
+
+    def responder(self, prompt_ids: list[int], max_tokens: int) -> list[int]:
+        """With `follow_text`, a model that continues the text it is given: the script goes on
+        after the prompt's last tokens where they are found in it (the longest run of `FOLLOW`
+        that is), else from the prompt's length. Both servers write the same text in their own
+        tokens, so a hand-over goes on where the other model stopped, as real models do; without
+        it each server's script runs by its own prompt length, out of step with the other's text,
+        and hand-overs come out empty or a token long."""
+        start = None
+        if self.follow_text and not (self.stop_id is not None and len(prompt_ids) >= self.stop_at):
+            start = next((self._after[tail] for n in FOLLOW if len(prompt_ids) >= n
+                          and (tail := tuple(prompt_ids[-n:])) in self._after), None)
+        if start is None:
+            return super().responder(prompt_ids, max_tokens)
+        return [self.script[(start + i) % len(self.script)] for i in range(max_tokens)]
 
     # ---- prefix cache ------------------------------------------------------------------------
 
@@ -253,11 +280,14 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=256, help="most requests running at once")
     parser.add_argument("--cache-tokens", type=int, default=2_000_000, help="prefix cache capacity")
     parser.add_argument("--block-size", type=int, default=16, help="prefix cache block (tokens)")
+    parser.add_argument("--follow-text", action="store_true",
+                        help="continue the script where the prompt's text leaves it (see SimServer.responder)")
     args = parser.parse_args()
     server = SimServer(
         args.model, **script_options(args), step_ms=args.step_ms, decode_us_per_token=args.decode_us_per_token,
         prefill_us_per_token=args.prefill_us_per_token, max_batch=args.max_batch,
-        cache_tokens=args.cache_tokens, block_size=args.block_size)
+        cache_tokens=args.cache_tokens, block_size=args.block_size,
+        follow_text=args.follow_text)
     serve_until_killed(server, args.port)
 
 if __name__ == "__main__":

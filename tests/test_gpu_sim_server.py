@@ -122,3 +122,15 @@ def test_http_backend_streams_from_it(smol_tokenizer):
         streamed = [i for chunk in chunks for i in chunk]
         assert streamed == generation.token_ids == [script[(3 + i) % len(script)] for i in range(6)]
         assert stats(sim)["generated_tokens"] >= 12
+
+
+def test_following_the_text_goes_on_where_the_prompt_leaves_the_script():
+    with SimServer("sim", script=SCRIPT, step_ms=1, decode_us_per_token=10, prefill_us_per_token=1,
+                   max_model_len=1 << 16, follow_text=True) as server:
+        # a prompt that ends inside the script (the other model's span, say) goes on right after it
+        answer = complete(server, [1, 2, 3, 104, 105, 106, 107], 4)
+        assert answer["choices"][0]["token_ids"] == [108, 109, 110, 111]
+        # across the script's end, read cyclically
+        assert complete(server, [9, 118, 119], 3)["choices"][0]["token_ids"] == [100, 101, 102]
+        # a prompt that does not end in the script: continued from its length, as without it
+        assert complete(server, [1, 2, 3], 2)["choices"][0]["token_ids"] == [103, 104]
