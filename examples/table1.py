@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import subprocess
 import sys
 import time
@@ -50,9 +49,9 @@ from pathlib import Path
 from tessy import durable
 
 HERE = Path(__file__).resolve().parent
-METHODS = ("student-only", "teacher-only", "tessy")
-STUDENTS = ("base",) + METHODS
-VERIFIER = "reasoning-gym"
+sys.path.insert(0, str(HERE))  # table1_report, next to this file
+
+from table1_report import METHODS, VERIFIER, read_jsonl, report  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -107,10 +106,6 @@ class Stages:
                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
         durable.write_atomic(self.path, json.dumps(self.done, indent=2) + "\n")
         print(f"[{name}] done in {self.done[name]['wall_s']} s", flush=True)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def sft_recipe():
@@ -238,122 +233,6 @@ def evaluate_all(size: Size, out: Path) -> None:
              max_new_tokens=size.max_tokens, batch_size=size.max_batch, chat_format=pair.format, voice=pair.student_voice)
 
 
-# ---------------------------------------------------------------------------- report
-
-
-def mcnemar_p(gained: int, lost: int) -> float:
-    """Two-sided exact McNemar (sign) test on the discordant problems."""
-    n = gained + lost
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(gained, lost) + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
-
-
-def style_rate(texts: list[str]) -> float:
-    """The lexicon's style phrases per 100 words."""
-    from tessy.predictors.lexicon import find_style_spans
-
-    words = sum(len(t.split()) for t in texts)
-    return 100 * sum(len(find_style_spans(t)) for t in texts) / words if words else 0.0
-
-
-def data_summary(out: Path, method: str) -> dict:
-    from tessy.cli.demo import summarize
-
-    records = read_jsonl(out / "data" / method / "records.jsonl")
-    export = json.loads((out / "sft-data" / method / "export.json").read_text())
-    verdicts = read_jsonl(out / "data" / method / f"verdicts-{VERIFIER}.jsonl")
-    shown = summarize(records)  # teacher share, samples in which both wrote in one section, endings
-    return {"records": len(records), "teacher_share": shown["teacher_share"], "both_wrote": shown["took_turns"],
-            "section": shown["section"], "finish_reasons": shown["finish_reasons"],
-            "correct": sum(v["status"] == "pass" for v in verdicts),
-            "rows_kept": export["kept"], "dropped": export["dropped"]}
-
-
-def report(size: Size, out: Path, stages: Stages) -> dict:
-    evaluation = json.loads((out / "eval" / "eval.json").read_text())
-    passed = {}
-    for name in STUDENTS:
-        verdicts = read_jsonl(out / "eval" / name / f"verdicts-{VERIFIER}.jsonl")
-        passed[name] = {v["id"]: v["status"] == "pass" for v in verdicts}
-    rows = []
-    for entry in evaluation["rows"]:
-        name = entry["model"]
-        answers = read_jsonl(out / "eval" / name / "records.jsonl")
-        row = {"student": name, "problems": entry["problems"], "passed": entry["passed"],
-               "accuracy": entry["accuracy"],
-               "accuracy_se": math.sqrt(entry["accuracy"] * (1 - entry["accuracy"]) / entry["problems"]),
-               "own_nll": entry.get("own_nll", {}).get("nll_per_token"),
-               "style_per_100_words": style_rate([a["messages"][-1]["content"] for a in answers])}
-        if name != "teacher-only":
-            ids = passed["teacher-only"].keys() & passed[name].keys()
-            gained = sum(passed[name][i] and not passed["teacher-only"][i] for i in ids)
-            lost = sum(passed["teacher-only"][i] and not passed[name][i] for i in ids)
-            row["vs_teacher_only"] = {"gained": gained, "lost": lost, "p": mcnemar_p(gained, lost)}
-        if name != "base":
-            ids = passed["base"].keys() & passed[name].keys()
-            row["vs_base"] = {"gained": sum(passed[name][i] and not passed["base"][i] for i in ids),
-                              "lost": sum(passed["base"][i] and not passed[name][i] for i in ids)}
-            row["sft"] = {k: v for k, v in json.loads((out / "sft" / name / "metrics.json").read_text()).items()
-                          if k in ("train_rows", "steps", "train_loss", "train_seconds")}
-        rows.append(row)
-    result = {"size": asdict(size), "date": time.strftime("%Y-%m-%d"),
-              "data": {m: data_summary(out, m) for m in METHODS}, "students": rows,
-              "own_responses": len(read_jsonl(out / "own" / "records.jsonl")),
-              "stages": stages.done}
-    durable.write_atomic(out / "table1.json", json.dumps(result, indent=2) + "\n")
-    durable.write_atomic(out / "table1.md", markdown(result))
-    plot(result, out / "table1.png")
-    return result
-
-
-def markdown(result: dict) -> str:
-    data = result["data"]
-    lines = ["| student (SFT data) | rows trained on | held-out accuracy (± s.e.) "
-             "| vs teacher-only: gained / lost (p) | NLL / token of base's own responses "
-             "| style phrases / 100 words |", "|---|---|---|---|---|---|"]
-    for row in result["students"]:
-        trained = row["sft"]["train_rows"] if "sft" in row else "–"
-        versus = row.get("vs_teacher_only")
-        versus = f"{versus['gained']} / {versus['lost']} (p = {versus['p']:.2f})" if versus else "–"
-        nll = "n/a" if row["own_nll"] is None else f"{row['own_nll']:.3f}"
-        lines.append(f"| {row['student'] if row['student'] != 'base' else 'none (base)'} | {trained} | "
-                     f"{row['accuracy']:.1%} ± {row['accuracy_se']:.1%} ({row['passed']}/{row['problems']}) | "
-                     f"{versus} | {nll} | {row['style_per_100_words']:.2f} |")
-    lines += ["", "| data | records | correct | finish reasons | teacher share | both models wrote in one section |",
-              "|---|---|---|---|---|---|"]
-    for method, summary in data.items():
-        reasons = ", ".join(f"{k} {v}" for k, v in summary["finish_reasons"].items())
-        lines.append(f"| {method} | {summary['records']} | {summary['correct']} | {reasons} | "
-                     f"{summary['teacher_share']:.1%} | {summary['both_wrote']} |")
-    lines += ["", "| stage | wall time (s) |", "|---|---|"]
-    lines += [f"| {name} | {stage['wall_s']} |" for name, stage in result["stages"].items()]
-    return "\n".join(lines) + "\n"
-
-
-def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = result["students"]
-    names = [r["student"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
-    axes[0].bar(names, [100 * r["accuracy"] for r in rows], yerr=[100 * r["accuracy_se"] for r in rows], capsize=4)
-    axes[0].set_title("held-out accuracy (%)")
-    axes[1].bar(names, [r["own_nll"] or 0 for r in rows], color="tab:orange")
-    axes[1].set_title("NLL / token of base's own responses")
-    axes[2].bar(names, [r["style_per_100_words"] for r in rows], color="tab:green")
-    axes[2].set_title("style phrases / 100 words")
-    for ax in axes:
-        ax.tick_params(axis="x", rotation=20)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 # ---------------------------------------------------------------------------- command
 
 
@@ -371,7 +250,7 @@ def run(size: Size, out: Path) -> dict:
     stages.run("sft", lambda: finetune_all(size, out))
     stages.run("own", lambda: own_responses(size, out))
     stages.run("eval", lambda: evaluate_all(size, out))
-    result = report(size, out, stages)
+    result = report(asdict(size), out, stages.done)
     print((out / "table1.md").read_text())
     print(f"figures: {out / 'table1.json'}, {out / 'table1.md'}, {out / 'table1.png'}")
     return result
