@@ -211,6 +211,37 @@ def test_recipe_saves_checkpoints_resumes_and_caps_the_length(tmp_path, recipe, 
         recipe.main(base + ["--output_dir", str(tmp_path / "none"), "--max_steps", "1", "--max_length_cap", "16"])
 
 
+@pytest.mark.slow
+def test_train_saves_a_run_that_ended_before_its_model_was_saved(tmp_path, recipe, monkeypatch, tiny_student):
+    """table1's entry: a run killed after its last checkpoint (the disk filled as the model was
+    written) is saved from that checkpoint when rerun, not trained a step further."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    export = make_export(tmp_path)
+    config = recipe.RecipeConfig(data=str(export), output=str(tmp_path / "out"), model=tiny_student, max_steps=3,
+                                 batch_size=1, grad_accum=3, learning_rate=3e-3, max_length=256, save_steps=1,
+                                 logging_steps=1)  # 4 rows: 2 steps an epoch, the last one short
+    real_save = recipe._save
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(recipe, "_save", disk_full)
+    with pytest.raises(OSError):
+        recipe.train(config)
+    checkpoints = tmp_path / "out" / "checkpoints"
+    assert [p.name for p in checkpoints.glob("checkpoint-*")] == ["checkpoint-3"]  # the last one only
+    trained = load_file(checkpoints / "checkpoint-3" / "model.safetensors")
+    monkeypatch.setattr(recipe, "_save", real_save)
+    metrics = recipe.train(config)
+    assert metrics["steps"] == 3 and metrics["resumed"] and [e["step"] for e in metrics["log"]] == [1, 2, 3]
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype=torch.float32).state_dict()
+    assert all(torch.equal(saved[name], weights) for name, weights in trained.items())
+    assert not checkpoints.exists()
+
+
 @pytest.mark.real_models
 def test_recipe_steps_the_real_demo_student(tmp_path, recipe):
     """One optimizer step of a full fine-tune of SmolLM2-135M-Instruct itself (resolved offline)."""
